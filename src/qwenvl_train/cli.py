@@ -1,0 +1,62 @@
+"""The ``qwenvl-train`` command line.
+
+    qwenvl-train vocab [--dest DIR]            fetch and verify the genuine qwen.tiktoken
+    qwenvl-train make-tiny DIR [--seed N]      write a tiny random Qwen-VL checkpoint (original format)
+
+Each sub-command lives in the module of its concern; this file only wires them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_vocab(args: argparse.Namespace) -> int:
+    from .vocab import VocabError, ensure_vocab
+
+    try:
+        path = ensure_vocab(dest=args.dest, package=args.package)
+    except VocabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def _cmd_make_tiny(args: argparse.Namespace) -> int:
+    from .tiny import make_tiny
+
+    print(make_tiny(args.dir, seed=args.seed))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(prog="qwenvl-train", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "vocab", help="fetch the genuine qwen.tiktoken from the dashscope wheel (sha256-checked)"
+    )
+    p.add_argument("--dest", default=None, help="also copy it into this folder (e.g. a model directory)")
+    p.add_argument("--package", default="dashscope", help="pip requirement to take it from")
+    p.set_defaults(func=_cmd_vocab)
+
+    p = sub.add_parser("make-tiny", help="write a tiny random Qwen-VL checkpoint in the original format")
+    p.add_argument("dir", help="output directory")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights)")
+    p.set_defaults(func=_cmd_make_tiny)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``qwenvl-train`` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

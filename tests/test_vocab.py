@@ -1,0 +1,46 @@
+"""The genuine vocabulary: fetched from the dashscope wheel, verified, cached; clear errors otherwise."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from qwenvl_train import vocab
+
+
+def test_genuine_vocab_hash_and_size(vocab_file: Path) -> None:
+    assert vocab_file.stat().st_size == vocab.VOCAB_SIZE_BYTES
+    assert vocab.sha256_of(vocab_file) == vocab.VOCAB_SHA256
+
+
+def test_ensure_vocab_copies_into_dest(vocab_file: Path, tmp_path: Path) -> None:
+    out = vocab.ensure_vocab(dest=tmp_path / "model")
+    assert out == tmp_path / "model" / "qwen.tiktoken"
+    assert out.read_bytes() == vocab_file.read_bytes()
+
+
+def test_wheel_with_wrong_file_is_refused(tmp_path: Path) -> None:
+    wheel = tmp_path / "dashscope-0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(vocab.WHEEL_MEMBER, b"aGVsbG8= 0\n")
+    with pytest.raises(vocab.VocabError, match="wrong sha256"):
+        vocab.extract_from_wheel(wheel, tmp_path / "out" / "qwen.tiktoken")
+    assert not (tmp_path / "out" / "qwen.tiktoken").exists()
+
+
+def test_corrupted_cache_is_replaced_or_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QWENVL_TRAIN_CACHE", str(tmp_path))
+    (tmp_path / "qwen.tiktoken").write_bytes(b"not the vocabulary\n")
+    with pytest.raises(vocab.VocabError, match="sha256"):
+        vocab.verify(tmp_path / "qwen.tiktoken")
+
+
+def test_no_registry_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QWENVL_TRAIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))  # an empty folder: nothing to find
+    with pytest.raises(vocab.VocabError, match="could not download the 'dashscope' wheel"):
+        vocab.ensure_vocab()
+    assert not (tmp_path / "cache" / "qwen.tiktoken").exists()
