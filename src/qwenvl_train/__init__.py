@@ -7,8 +7,9 @@ checkpoint directory loads with ``AutoModelForCausalLM.from_pretrained(dir)`` an
 
 from __future__ import annotations
 
-from .model import QwenVLConfig, QwenVLForCausalLM, register as _register_model
-from .tokenizer import QwenVLTokenizer, QWenTokenizer
+from .model import QwenVLConfig, QwenVLForCausalLM
+from .model import register as _register_model
+from .tokenizer import QWenTokenizer, QwenVLTokenizer
 
 __version__ = "0.1.0"
 __all__ = ["QwenVLConfig", "QwenVLForCausalLM", "QwenVLTokenizer", "QWenTokenizer", "register"]
