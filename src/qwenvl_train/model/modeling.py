@@ -1,0 +1,581 @@
+"""The Qwen-VL language model with its image splice, written natively for current transformers.
+
+Parameter names and numerics follow the original remote code (``modeling_qwen.py`` of Qwen-VL-Chat):
+
+* ``transformer.wte`` -> embedding dropout -> image splice -> ``transformer.h.N`` -> ``transformer.ln_f`` ->
+  ``lm_head``. Blocks are pre-norm with fp32 RMSNorm; attention uses a fused ``c_attn`` (Q | K | V, with bias)
+  and the MLP is ``c_proj(w1(x) * silu(w2(x)))``.
+* RoPE is rotate-half over the head dim, applied in fp32, at positions ``past .. past + L - 1`` taken from the
+  cache length (``position_ids`` are not used, like in the original; training uses right padding).
+* At inference only (``model.eval()``), prompts longer than ``seq_length`` get dynamic NTK (a larger RoPE base
+  chosen at prefill and kept for the decode steps) and logn query scaling. Training mode never uses either.
+* Images: ``pixel_values[k]`` replaces the ``n_queries`` embeddings between the k-th ``<img>``/``</img>`` pair of
+  the batch in reading order (row by row, left to right), at prefill only (empty cache).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.utils import logging
+
+from .configuration import QwenVLConfig
+from .vision import Resampler, ResamplerAttention, VisionTransformer, sincos_pos_table
+
+logger = logging.get_logger(__name__)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Length extrapolation (inference only) and rotary embedding
+# --------------------------------------------------------------------------------------------------------------
+
+
+def ntk_alpha(prefill_length: int, seq_length: int) -> float:
+    """Dynamic-NTK alpha of the original: ``max(2 ** ceil(log2(L / seq_length) + 1) - 1, 1)``.
+
+    It is 1 (no change) for every ``L <= seq_length``.
+    """
+    context_value = math.log(prefill_length / seq_length, 2) + 1
+    return float(max(2 ** math.ceil(context_value) - 1, 1))
+
+
+def ntk_base(base: float, alpha: float, rotary_dim: int) -> float:
+    """RoPE base after NTK scaling: ``base * alpha ** (rotary_dim / (rotary_dim - 2))``."""
+    return base * alpha ** (rotary_dim / (rotary_dim - 2))
+
+
+def logn_scale(start: int, length: int, seq_length: int, device: torch.device | None = None) -> torch.Tensor:
+    """Query scale of the positions ``start .. start + length - 1``: ``log(p + 1) / log(seq_length)`` once
+    ``p + 1 > seq_length``, else 1. Returned as float32 ``[length]``."""
+    counts = torch.arange(start + 1, start + length + 1, dtype=torch.float64, device=device)
+    scale = torch.where(counts > seq_length, counts.log() / math.log(seq_length), torch.ones_like(counts))
+    return scale.float()
+
+
+def rotary_cos_sin(
+    start: int, length: int, rotary_dim: int, base: float, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 ``cos``/``sin`` tables ``[length, rotary_dim]`` for positions ``start .. start + length - 1``."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, rotary_dim, 2, device=device).float() / rotary_dim))
+    positions = torch.arange(start, start + length, device=device).float()
+    freqs = torch.outer(positions, inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first ``cos.shape[-1]`` channels of ``t`` ``[B, L, H, D]`` in fp32; cast back to ``t``'s dtype."""
+    rot_dim = cos.shape[-1]
+    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    rotated, passed = t[..., :rot_dim].float(), t[..., rot_dim:].float()
+    rotated = rotated * cos + _rotate_half(rotated) * sin
+    return torch.cat((rotated, passed), dim=-1).type_as(t)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Language-model blocks
+# --------------------------------------------------------------------------------------------------------------
+
+
+class QwenVLRMSNorm(nn.Module):
+    """RMSNorm computed in fp32, cast back to the input dtype, then scaled by ``weight``."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+class QwenVLAttention(nn.Module):
+    def __init__(self, config: QwenVLConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.kv_channels
+        self.projection_size = self.num_heads * self.head_dim
+        self.c_attn = nn.Linear(config.hidden_size, 3 * self.projection_size)
+        self.c_proj = nn.Linear(self.projection_size, config.hidden_size, bias=not config.no_bias)
+        self.attn_dropout = nn.Dropout(config.attn_dropout_prob)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        logn: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        cache: Cache | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, length, _ = hidden_states.shape
+        heads_shape = (batch, length, self.num_heads, self.head_dim)
+        query, key, value = self.c_attn(hidden_states).split(self.projection_size, dim=-1)
+        query = apply_rotary(query.view(heads_shape), cos, sin).transpose(1, 2)
+        key = apply_rotary(key.view(heads_shape), cos, sin).transpose(1, 2)
+        value = value.view(heads_shape).transpose(1, 2)
+
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
+        if logn is not None:
+            query = query * logn.view(1, 1, -1, 1).type_as(query)
+
+        weights = None
+        if output_attentions or self.config._attn_implementation == "eager":
+            if is_causal:
+                attention_mask = _causal_additive_mask(length, key.shape[2], query.dtype, query.device)
+            # The original's order: matmul, divide by sqrt(head_dim), add the mask, softmax in the working dtype.
+            scores = torch.matmul(query, key.transpose(-1, -2))
+            scores = scores / torch.full([], value.shape[-1] ** 0.5, dtype=scores.dtype, device=scores.device)
+            if attention_mask is not None:
+                scores = scores + attention_mask
+            weights = self.attn_dropout(scores.softmax(dim=-1).type(value.dtype))
+            out = torch.matmul(weights, value)
+        else:
+            out = F.scaled_dot_product_attention(
+                query,
+                key,
+                value,
+                attn_mask=attention_mask,
+                dropout_p=self.config.attn_dropout_prob if self.training else 0.0,
+                is_causal=is_causal,
+            )
+        out = out.transpose(1, 2).reshape(batch, length, self.projection_size)
+        return self.c_proj(out), weights
+
+
+class QwenVLMLP(nn.Module):
+    def __init__(self, config: QwenVLConfig) -> None:
+        super().__init__()
+        width = config.intermediate_size // 2
+        self.w1 = nn.Linear(config.hidden_size, width, bias=not config.no_bias)
+        self.w2 = nn.Linear(config.hidden_size, width, bias=not config.no_bias)
+        self.c_proj = nn.Linear(width, config.hidden_size, bias=not config.no_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(self.w1(x) * F.silu(self.w2(x)))
+
+
+class QwenVLBlock(GradientCheckpointingLayer):
+    def __init__(self, config: QwenVLConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.ln_1 = QwenVLRMSNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        self.attn = QwenVLAttention(config, layer_idx)
+        self.ln_2 = QwenVLRMSNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        self.mlp = QwenVLMLP(config)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        logn: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        cache: Cache | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_out, weights = self.attn(
+            self.ln_1(hidden_states),
+            cos,
+            sin,
+            logn=logn,
+            attention_mask=attention_mask,
+            is_causal=is_causal,
+            cache=cache,
+            output_attentions=output_attentions,
+        )
+        hidden_states = hidden_states + attn_out
+        hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states))
+        return hidden_states, weights
+
+
+def _causal_additive_mask(q_len: int, kv_len: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    past = kv_len - q_len
+    allowed = (
+        torch.arange(kv_len, device=device)[None, :] <= torch.arange(past, kv_len, device=device)[:, None]
+    )
+    mask = torch.zeros(q_len, kv_len, dtype=dtype, device=device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+
+
+def build_attention_mask(
+    attention_mask: torch.Tensor | None, q_len: int, past_len: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor | None, bool]:
+    """Turn a 2D padding mask ``[B, past + L]`` (1 = real token) into ``(additive_mask, is_causal)``.
+
+    The additive mask is ``[B, 1, L, past + L]`` with 0 where attention is allowed and the dtype's minimum
+    elsewhere (never -inf, so a fully padded row cannot produce NaN). Without padding, a prefill returns
+    ``(None, True)`` and a one-token decode step ``(None, False)``.
+    """
+    kv_len = past_len + q_len
+    if attention_mask is not None:
+        if attention_mask.dim() != 2:
+            raise ValueError(
+                f"attention_mask must be 2D [batch, past + length], got shape {tuple(attention_mask.shape)}"
+            )
+        if attention_mask.shape[-1] != kv_len:
+            raise ValueError(
+                f"attention_mask has {attention_mask.shape[-1]} columns but the cache holds {past_len} positions "
+                f"and the input {q_len}: it must cover past + current tokens ({kv_len})"
+            )
+        if bool(attention_mask.all()):
+            attention_mask = None
+    if attention_mask is None:
+        if q_len == 1:
+            return None, False
+        if past_len == 0:
+            return None, True
+        return _causal_additive_mask(q_len, kv_len, dtype, device), False
+    causal = _causal_additive_mask(q_len, kv_len, dtype, device)
+    padding = attention_mask[:, None, None, :].to(device=device, dtype=torch.bool)
+    return causal.masked_fill(~padding, torch.finfo(dtype).min), False
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------------------
+
+
+class QwenVLPreTrainedModel(PreTrainedModel):
+    config_class = QwenVLConfig
+    config: QwenVLConfig
+    base_model_prefix = "transformer"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["QwenVLBlock", "VisionTransformer"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _supports_attention_backend = False
+    _can_compile_fullgraph = False
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """``PreTrainedModel.from_pretrained``, then re-freeze ``attn_pool.pos_embed``: transformers rebuilds
+        loaded parameters with ``requires_grad=True``, while the original keeps the sin-cos table frozen."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        for module in model.modules():
+            if isinstance(module, Resampler):
+                module.pos_embed.requires_grad_(False)
+        return loaded
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Random init for a fresh model; weights loaded from a checkpoint are flagged and left untouched."""
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, QwenVLRMSNorm):
+            init.ones_(module.weight)
+        elif isinstance(module, (QwenVLAttention, QwenVLMLP)):
+            # GPT-2 style: residual projections shrink with depth, as in the original init.
+            init.normal_(
+                module.c_proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.num_hidden_layers)
+            )
+        elif isinstance(module, ResamplerAttention):
+            init.normal_(module.in_proj_weight, mean=0.0, std=std)
+            init.zeros_(module.in_proj_bias)
+        elif isinstance(module, Resampler):
+            init.trunc_normal_(module.query, mean=0.0, std=0.02)
+            init.copy_(module.pos_embed, sincos_pos_table(module.embed_dim, module.grid_size))
+        elif isinstance(module, VisionTransformer):
+            width = module.positional_embedding.shape[-1]
+            init.normal_(module.positional_embedding, mean=0.0, std=width**-0.5)
+            init.normal_(module.proj, mean=0.0, std=module.output_dim**-0.5)
+
+
+class QwenVLModel(QwenVLPreTrainedModel):
+    """The ``transformer`` of Qwen-VL: token embedding, image splice, decoder blocks, final norm."""
+
+    def __init__(self, config: QwenVLConfig) -> None:
+        super().__init__(config)
+        self.wte = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.drop = nn.Dropout(config.emb_dropout_prob)
+        self.h = nn.ModuleList([QwenVLBlock(config, i) for i in range(config.num_hidden_layers)])
+        self.ln_f = QwenVLRMSNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        self.visual = VisionTransformer(config)
+        self.rotary_dim = int(config.kv_channels * config.rotary_pct)
+        # Dynamic-NTK alpha chosen at the last eval-mode prefill; decode steps reuse it, as in the original.
+        self._ntk_alpha = 1.0
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.wte
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.wte = value
+
+    def image_spans(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Locate the image spans: ``(rows, starts)`` of every ``<img>`` in reading order, after checking that
+        each one is closed by ``</img>`` exactly ``n_queries + 1`` positions later on the same row."""
+        config = self.config
+        starts = (input_ids == config.image_start_id).nonzero()
+        ends = (input_ids == config.image_end_id).nonzero()
+        if starts.shape[0] != ends.shape[0]:
+            raise ValueError(
+                f"input_ids hold {starts.shape[0]} <img> ({config.image_start_id}) but {ends.shape[0]} </img> "
+                f"({config.image_end_id}) tokens"
+            )
+        if starts.numel():
+            same_row = starts[:, 0] == ends[:, 0]
+            inner = ends[:, 1] - starts[:, 1] - 1
+            bad = (~same_row | (inner != config.n_queries)).nonzero()
+            if bad.numel():
+                k = int(bad[0, 0])
+                raise ValueError(
+                    f"image span {k} (row {int(starts[k, 0])}, <img> at column {int(starts[k, 1])}) must hold exactly "
+                    f"{config.n_queries} positions between <img> and </img> on one row, found "
+                    f"{int(inner[k]) if bool(same_row[k]) else 'a span crossing rows'}"
+                )
+        return starts[:, 0], starts[:, 1]
+
+    def splice_images(
+        self, inputs_embeds: torch.Tensor, input_ids: torch.Tensor, pixel_values: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Replace the embeddings inside every image span with the resampled image features."""
+        rows, starts = self.image_spans(input_ids)
+        n_images = 0 if pixel_values is None else pixel_values.shape[0]
+        if rows.numel() != n_images:
+            hint = " (pass pixel_values)" if pixel_values is None else ""
+            raise ValueError(
+                f"input_ids hold {rows.numel()} image span(s) but {n_images} image(s) were given{hint}; image k "
+                "fills the k-th <img>...</img> span of the batch in reading order"
+            )
+        if n_images == 0:
+            return inputs_embeds
+        features = self.visual(pixel_values).to(inputs_embeds.dtype)  # [n_images, n_queries, hidden]
+        n_queries = self.config.n_queries
+        offsets = torch.arange(1, n_queries + 1, device=starts.device)
+        cols = (starts[:, None] + offsets[None, :]).reshape(-1)
+        rows = rows[:, None].expand(-1, n_queries).reshape(-1)
+        return inputs_embeds.index_put((rows, cols), features.reshape(-1, features.shape[-1]))
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPast | tuple:
+        """Run the decoder. ``past_key_values`` is an alias of ``cache``; ``position_ids`` are ignored (positions
+        come from the cache length, as in the original)."""
+        config = self.config
+        cache = _pick_cache(cache, past_key_values)
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        use_cache = config.use_cache if use_cache is None else use_cache
+        return_dict = config.return_dict if return_dict is None else return_dict
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if self.gradient_checkpointing and self.training and use_cache:
+            use_cache = False
+        if not use_cache:
+            cache = None
+        elif cache is None:
+            cache = DynamicCache(config=config)
+        past_len = cache.get_seq_length() if cache is not None else 0
+
+        if inputs_embeds is None:
+            inputs_embeds = self.wte(input_ids)
+        hidden_states = self.drop(inputs_embeds)
+        if past_len == 0 and input_ids is not None:
+            hidden_states = self.splice_images(hidden_states, input_ids, pixel_values)
+        elif pixel_values is not None:
+            where = (
+                "with inputs_embeds"
+                if input_ids is None
+                else f"after prefill (cache holds {past_len} positions)"
+            )
+            raise ValueError(
+                f"pixel_values cannot be used {where}: images are spliced into input_ids at prefill only"
+            )
+
+        batch, length = hidden_states.shape[:2]
+        device = hidden_states.device
+        extrapolate = not self.training
+        if config.use_dynamic_ntk and extrapolate:
+            if past_len == 0:
+                self._ntk_alpha = ntk_alpha(length, config.seq_length)
+            alpha = self._ntk_alpha
+        else:
+            alpha = 1.0
+        base = ntk_base(float(config.rotary_emb_base), alpha, self.rotary_dim)
+        cos, sin = rotary_cos_sin(past_len, length, self.rotary_dim, base, device=device)
+        logn = None
+        if config.use_logn_attn and extrapolate and past_len + length > config.seq_length:
+            logn = logn_scale(past_len, length, config.seq_length, device=device)
+        mask, is_causal = build_attention_mask(attention_mask, length, past_len, hidden_states.dtype, device)
+
+        all_hidden: tuple[torch.Tensor, ...] = ()
+        all_attn: tuple[torch.Tensor, ...] = ()
+        for block in self.h:
+            if output_hidden_states:
+                all_hidden += (hidden_states,)
+            hidden_states, weights = block(
+                hidden_states,
+                cos=cos,
+                sin=sin,
+                logn=logn,
+                attention_mask=mask,
+                is_causal=is_causal,
+                cache=cache,
+                output_attentions=output_attentions,
+            )
+            if output_attentions:
+                all_attn += (weights,)
+        hidden_states = self.ln_f(hidden_states)
+        if output_hidden_states:
+            all_hidden += (hidden_states,)
+
+        out = BaseModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            cache=cache,
+            hidden_states=all_hidden if output_hidden_states else None,
+            attentions=all_attn if output_attentions else None,
+        )
+        return out if return_dict else out.to_tuple()
+
+
+def _pick_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    if past_key_values is not None:
+        if cache is not None and cache is not past_key_values:
+            raise ValueError("pass the KV cache as either `cache` or `past_key_values`, not both")
+        cache = past_key_values
+    if cache is not None and not isinstance(cache, Cache):
+        raise TypeError(
+            f"the KV cache must be a transformers Cache (e.g. DynamicCache), got {type(cache).__name__}"
+        )
+    return cache
+
+
+class QwenVLForCausalLM(QwenVLPreTrainedModel, GenerationMixin):
+    """Qwen-VL with its language-model head: what ``AutoModelForCausalLM`` returns for ``model_type: "qwen"``."""
+
+    _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
+
+    def __init__(self, config: QwenVLConfig) -> None:
+        super().__init__(config)
+        self.transformer = QwenVLModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.transformer.wte
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.transformer.wte = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast | tuple:
+        """Logits and, given ``labels`` (-100 = ignored), the shifted next-token cross-entropy.
+
+        ``pixel_values`` ``[n_images, 3, H, W]`` fill the ``<img>`` spans of ``input_ids`` in reading order.
+        ``num_items_in_batch`` (from the Trainer under gradient accumulation) turns the mean into sum / count.
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.transformer(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            cache=_pick_cache(cache, past_key_values),
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        hidden_states = outputs.last_hidden_state
+        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
+            hidden_states = hidden_states[:, -logits_to_keep:]
+        elif isinstance(logits_to_keep, torch.Tensor):
+            hidden_states = hidden_states[:, logits_to_keep]
+        logits = self.lm_head(hidden_states)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits,
+                labels=labels,
+                vocab_size=self.config.vocab_size,
+                num_items_in_batch=kwargs.get("num_items_in_batch"),
+            )
+        out = CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return out if return_dict else out.to_tuple()
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        cache: Cache | None = None,
+        pixel_values: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Standard preparation, with ``pixel_values`` forwarded only while nothing is cached (the prefill)."""
+        model_inputs = super().prepare_inputs_for_generation(input_ids, cache=cache, **kwargs)
+        model_inputs.pop("pixel_values", None)
+        if pixel_values is not None and (cache is None or cache.get_seq_length() == 0):
+            model_inputs["pixel_values"] = pixel_values
+        return model_inputs
