@@ -1,0 +1,225 @@
+"""Parse the Qwen-VL markup inside a conversation value into text, special tags and images.
+
+Markup (case-sensitive, exactly these tags)::
+
+    Picture 1: <img>PATH</img>        an image; PATH is a local path or an http(s) URL, any length
+    <ref>the dog</ref>                a referring expression (text inside is plain text)
+    <box>(x1,y1),(x2,y2)</box>        a box: integers in [0, 1000), x1 <= x2, y1 <= y2
+    <quad>(x1,y1),...,(x4,y4)</quad>  a quadrilateral: four points, integers in [0, 1000)
+
+How text is split into tokens: the value is NFC-normalised as a whole (as the original tokenizer did),
+then cut at the tags; each text piece between two tags is encoded on its own, with every special-token
+string in it treated as plain text, and each tag becomes its special id. This equals what the original
+tokenizer produced, because tiktoken splits special tokens out *before* its regex and BPE run, so no
+BPE merge ever crosses a tag. The one deliberate difference: a literal ``<|im_start|>``, ``<|im_end|>``,
+``<|endoftext|>``, ``<|extra_N|>`` or ``<imgpad>`` inside a value stays text here (the original turned
+it into a control id, so data could inject ChatML structure); such strings are counted.
+
+Where a ``<box>`` / ``<quad>`` may appear (the "ref context" rule). A box belongs to a ``<ref>``:
+
+1. directly after ``</ref>`` (``<ref>the dog</ref><box>...</box>``), or directly after another box or
+   quad of the same chain (several boxes for one ref: ``<ref>dogs</ref><box>..</box><box>..</box>``);
+2. at the very start of an assistant answer (leading whitespace allowed) when the user turn it answers
+   contains a ``<ref>`` (the referring-expression format: the question names the ref, the answer is its
+   box). That case is decided by the caller via ``ref_context``.
+
+Anything else (a bare ``<box>`` in running text) is an error, unless ``allow_bare_boxes=True``
+(``--allow-bare-boxes``): the original ``from_list_format`` can emit a box without a ref, so data made
+that way is legal but loses the link between phrase and box; it is rejected by default so the mistake
+is seen.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .. import special_tokens as st
+
+MARKUP_TAGS = ("img", "ref", "box", "quad")
+TAG_RE = re.compile(r"<(/?)(img|ref|box|quad)>")
+_OPEN_ID = {"ref": st.REF_START_ID, "box": st.BOX_START_ID, "quad": st.QUAD_START_ID}
+_CLOSE_ID = {"ref": st.REF_END_ID, "box": st.BOX_END_ID, "quad": st.QUAD_END_ID}
+
+# Special-token strings that are not markup: inside a value they are plain text (and counted).
+CONTROL_STRINGS: tuple[str, ...] = tuple(
+    tok
+    for tok in st.SPECIAL_TOKENS
+    if tok not in {f"<{t}>" for t in MARKUP_TAGS} | {f"</{t}>" for t in MARKUP_TAGS}
+)
+_CONTROL_RE = re.compile("|".join(re.escape(t) for t in sorted(CONTROL_STRINGS, key=len, reverse=True)))
+
+COORD_MAX = 1000  # coordinates are integers in [0, COORD_MAX)
+_POINT_RE = re.compile(r"\(\s*([^,()]*?)\s*,\s*([^,()]*?)\s*\)")
+
+
+class Text(NamedTuple):
+    """Plain text, encoded with special-token strings as text."""
+
+    text: str
+
+
+class Special(NamedTuple):
+    """A markup tag, emitted as its special id."""
+
+    token_id: int
+
+
+class Image(NamedTuple):
+    """An image reference as written between ``<img>`` and ``</img>`` (NFC-normalised)."""
+
+    path: str
+
+
+Segment = Text | Special | Image
+
+
+class MarkupError(ValueError):
+    """A value's markup is malformed; the message is one line and says where (character offset)."""
+
+
+@dataclass
+class ParsedValue:
+    """A parsed value: its segments in order plus facts the caller reports."""
+
+    segments: list[Segment]
+    has_ref: bool = False
+    control_strings: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def images(self) -> list[str]:
+        """Image paths in reading order."""
+        return [s.path for s in self.segments if isinstance(s, Image)]
+
+
+def parse_point_list(body: str, n_points: int, what: str) -> list[tuple[int, int]]:
+    """Parse ``(x,y),(x,y),...`` with exactly ``n_points`` integer points in [0, 1000).
+
+    Raises:
+        MarkupError: on a malformed list, a non-integer, or a coordinate out of range.
+    """
+    points: list[tuple[int, int]] = []
+    pos = 0
+    stripped = body.strip()
+    while pos < len(stripped):
+        if points:
+            if stripped[pos] != ",":
+                raise MarkupError(
+                    f"<{what}>{body}</{what}>: expected ',' between points at {stripped[pos:]!r}"
+                )
+            pos += 1
+            while pos < len(stripped) and stripped[pos].isspace():
+                pos += 1
+        m = _POINT_RE.match(stripped, pos)
+        if not m:
+            raise MarkupError(f"<{what}>{body}</{what}>: expected a point '(x,y)' at {stripped[pos:]!r}")
+        coords = []
+        for raw in m.groups():
+            if not re.fullmatch(r"[+-]?\d+", raw):
+                raise MarkupError(f"<{what}>{body}</{what}>: coordinate {raw!r} is not an integer")
+            value = int(raw)
+            if not 0 <= value < COORD_MAX:
+                raise MarkupError(f"<{what}>{body}</{what}>: coordinate {value} is outside [0, {COORD_MAX})")
+            coords.append(value)
+        points.append((coords[0], coords[1]))
+        pos = m.end()
+        while pos < len(stripped) and stripped[pos].isspace():
+            pos += 1
+    if len(points) != n_points:
+        raise MarkupError(f"<{what}>{body}</{what}>: {len(points)} point(s), expected {n_points}")
+    return points
+
+
+def validate_box(body: str) -> tuple[int, int, int, int]:
+    """Check a box body ``(x1,y1),(x2,y2)``: integers in [0, 1000), x1 <= x2 and y1 <= y2."""
+    (x1, y1), (x2, y2) = parse_point_list(body, 2, "box")
+    if x1 > x2 or y1 > y2:
+        raise MarkupError(f"<box>{body}</box>: inverted corners (need x1 <= x2 and y1 <= y2)")
+    return x1, y1, x2, y2
+
+
+def validate_quad(body: str) -> list[tuple[int, int]]:
+    """Check a quad body: four points ``(x,y)``, integers in [0, 1000)."""
+    return parse_point_list(body, 4, "quad")
+
+
+def count_control_strings(text: str) -> Counter[str]:
+    """Occurrences of special-token strings (other than markup tags) in ``text``."""
+    return Counter(m.group(0) for m in _CONTROL_RE.finditer(text))
+
+
+def parse_value(value: str, *, ref_context: bool = False, allow_bare_boxes: bool = False) -> ParsedValue:
+    """Split one conversation value into segments, validating the markup.
+
+    Args:
+        value: the turn's text as written in the data.
+        ref_context: a box may open this value (an assistant answer to a question holding a ``<ref>``).
+        allow_bare_boxes: accept ``<box>``/``<quad>`` anywhere.
+
+    Returns:
+        The segments (text pieces, special tags, images) in order.
+
+    Raises:
+        MarkupError: unbalanced or nested tags, an empty ``<img>``/``<ref>``, a bad box or quad, or a
+            box outside a ref context.
+    """
+    value = unicodedata.normalize("NFC", value)
+    parsed = ParsedValue(segments=[])
+    segments = parsed.segments
+    # What the previous element was, for the ref-context rule: "start" (only whitespace so far),
+    # "chain" (right after </ref>, </box> or </quad>), or "other".
+    prev = "start"
+    pos = 0
+    n = len(value)
+    while pos < n:
+        m = TAG_RE.search(value, pos)
+        text = value[pos : m.start() if m else n]
+        if text:
+            segments.append(Text(text))
+            parsed.control_strings.update(count_control_strings(text))
+            if not (prev == "start" and text.isspace()):
+                prev = "other"
+        if not m:
+            break
+        closing, name = m.group(1) == "/", m.group(2)
+        if closing:
+            raise MarkupError(f"</{name}> at character {m.start()} without an opening <{name}>")
+        end = TAG_RE.search(value, m.end())
+        if end is None:
+            raise MarkupError(f"<{name}> at character {m.start()} is never closed")
+        if end.group(1) != "/" or end.group(2) != name:
+            raise MarkupError(
+                f"<{end.group(1)}{end.group(2)}> at character {end.start()} inside <{name}> "
+                f"(opened at character {m.start()}): tags cannot nest"
+            )
+        body = value[m.end() : end.start()]
+        if name == "img":
+            if not body.strip():
+                raise MarkupError(f"empty <img></img> at character {m.start()}")
+            segments.append(Image(body))
+            prev = "other"
+        elif name == "ref":
+            if not body.strip():
+                raise MarkupError(f"empty <ref></ref> at character {m.start()}")
+            parsed.has_ref = True
+            parsed.control_strings.update(count_control_strings(body))
+            segments += [Special(st.REF_START_ID), Text(body), Special(st.REF_END_ID)]
+            prev = "chain"
+        else:  # box / quad
+            in_context = prev == "chain" or (prev == "start" and ref_context)
+            if not (in_context or allow_bare_boxes):
+                raise MarkupError(
+                    f"<{name}> at character {m.start()} is not attached to a <ref> (it must directly "
+                    f"follow </ref> or another box; use --allow-bare-boxes to accept bare boxes)"
+                )
+            if name == "box":
+                validate_box(body)
+            else:
+                validate_quad(body)
+            segments += [Special(_OPEN_ID[name]), Text(body), Special(_CLOSE_ID[name])]
+            prev = "chain"
+        pos = end.end()
+    return parsed
