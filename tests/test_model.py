@@ -344,6 +344,10 @@ def test_span_and_image_mismatches_raise_clear_errors(model, image_ids, pixels, 
         model(input_ids=unclosed, pixel_values=pixels)
     with pytest.raises(ValueError, match="inputs_embeds"):
         model(inputs_embeds=model.get_input_embeddings()(image_ids), pixel_values=pixels)
+    with torch.no_grad():
+        cache = model(input_ids=image_ids[:, :2]).cache
+    with pytest.raises(ValueError, match="after the prefill"):
+        model(input_ids=image_ids[:, 2:], pixel_values=pixels, cache=cache)
 
 
 def test_text_only_input_needs_no_pixels(model) -> None:

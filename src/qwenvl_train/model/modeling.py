@@ -416,19 +416,19 @@ class QwenVLModel(QwenVLPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)
         hidden_states = self.drop(inputs_embeds)
-        if past_len == 0 and input_ids is not None:
+        if input_ids is None:
+            if pixel_values is not None:
+                raise ValueError("pixel_values need input_ids (to find the image spans), not inputs_embeds")
+        elif past_len == 0:
             hidden_states = self.splice_images(hidden_states, input_ids, pixel_values)
-        elif pixel_values is not None:
-            where = (
-                "with inputs_embeds"
-                if input_ids is None
-                else f"after prefill (cache holds {past_len} positions)"
-            )
+        elif pixel_values is not None and bool((input_ids == config.image_start_id).any()):
+            # Decode steps ignore pixel_values, but an image span after the prefill would silently stay text.
             raise ValueError(
-                f"pixel_values cannot be used {where}: images are spliced into input_ids at prefill only"
+                f"an image span arrived after the prefill (the cache holds {past_len} positions): images are "
+                "spliced at prefill only, so pass image prompts with an empty cache"
             )
 
-        batch, length = hidden_states.shape[:2]
+        length = hidden_states.shape[1]
         device = hidden_states.device
         extrapolate = not self.training
         if config.use_dynamic_ntk and extrapolate:
