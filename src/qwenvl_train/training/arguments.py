@@ -1,0 +1,294 @@
+"""Command-line arguments of ``qwenvl-train train``: four dataclasses plus an extended ``TrainingArguments``.
+
+Every field carries its help text, so ``--help`` documents itself. ``--config FILE.yaml`` may supply any field of
+any of them (a flat mapping ``field: value``); options given on the command line win over the file.
+
+Defaults follow the original Qwen-VL scripts where they were sound: learning rate 1e-5 (full) / 1e-4 (LoRA,
+Q-LoRA), weight decay 0.1, Adam beta2 0.95, warmup 1% of the steps, cosine schedule, 2048 tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import transformers
+import yaml
+from transformers import HfArgumentParser
+
+TUNE_MODES = ("full", "lora", "qlora")
+DEFAULT_LEARNING_RATE = {"full": 1e-5, "lora": 1e-4, "qlora": 1e-4}
+DEFAULT_LORA_TARGETS = ["c_attn", "attn.c_proj", "w1", "w2"]
+
+
+@dataclass
+class ModelArguments:
+    """Which checkpoint to train, and which of its parts train."""
+
+    model_name_or_path: str = field(
+        default="Qwen/Qwen-VL-Chat",
+        metadata={"help": "Checkpoint directory (original Qwen-VL format) or hub id."},
+    )
+    tune: str = field(
+        default="full",
+        metadata={
+            "help": "Tuning mode: full (every unfrozen weight trains), lora (low-rank adapters on a frozen base) "
+            "or qlora (adapters on a 4-bit base: bitsandbytes NF4, or the checkpoint's own GPTQ weights).",
+            "choices": list(TUNE_MODES),
+        },
+    )
+    freeze_vit: bool = field(
+        default=True,
+        metadata={
+            "help": "full mode: keep the vision transformer (transformer.visual, except attn_pool) frozen."
+        },
+    )
+    freeze_resampler: bool = field(
+        default=False,
+        metadata={"help": "full mode: keep the resampler (transformer.visual.attn_pool) frozen."},
+    )
+    freeze_llm: bool = field(
+        default=False,
+        metadata={"help": "full mode: keep the language model (wte, blocks, ln_f, lm_head) frozen."},
+    )
+    checkpoint_kind: str = field(
+        default="auto",
+        metadata={
+            "help": "chat or base checkpoint. In lora/qlora mode a base checkpoint also trains wte and lm_head "
+            "(saved in the adapter), since it has never seen the ChatML tokens. auto: chat when the "
+            "checkpoint's generation_config.json says chat_format 'chatml', base otherwise.",
+            "choices": ["auto", "chat", "base"],
+        },
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "Attention kernel passed to from_pretrained (eager, sdpa); default: the model's choice."
+        },
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "dtype the weights are loaded in. auto: bfloat16 with --bf16, float32 otherwise (fp16 mixed "
+            "precision needs float32 master weights).",
+            "choices": ["auto", "float32", "bfloat16", "float16"],
+        },
+    )
+
+
+@dataclass
+class DataArguments:
+    """Where the conversations are and what happens to samples that do not fit."""
+
+    data_path: list[str] = field(
+        default_factory=lambda: ["data/train.json"],
+        metadata={
+            "help": "Training data: JSON/JSONL files of conversations in the Qwen-VL fine-tuning format "
+            "(image paths relative to each file's folder).",
+            "nargs": "+",
+        },
+    )
+    eval_data_path: list[str] | None = field(
+        default=None, metadata={"help": "Optional evaluation data, same format.", "nargs": "+"}
+    )
+    model_max_length: int = field(
+        default=2048,
+        metadata={"help": "Maximum tokens per sample (an image costs n_queries + 2 of them)."},
+    )
+    truncation: str = field(
+        default="drop",
+        metadata={
+            "help": "A sample longer than model_max_length is dropped, or cut after the last assistant turn "
+            "that fits (cut_turns). Either way it is counted and reported at start.",
+            "choices": ["drop", "cut_turns"],
+        },
+    )
+    on_error: str = field(
+        default="raise",
+        metadata={
+            "help": "A bad sample (markup, missing image, ...) stops training with every error listed (raise), "
+            "or is left out and counted (skip).",
+            "choices": ["raise", "skip"],
+        },
+    )
+    label_policy: str = field(
+        default="assistant",
+        metadata={
+            "help": "Which tokens are trained (see the data docs).",
+            "choices": ["assistant", "reference"],
+        },
+    )
+    verify_images: str = field(
+        default="header",
+        metadata={"help": "Image check before training.", "choices": ["header", "full", "none"]},
+    )
+
+
+@dataclass
+class LoraArguments:
+    """Low-rank adapters (lora and qlora modes)."""
+
+    lora_r: int = field(default=64, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target: list[str] = field(
+        default_factory=lambda: list(DEFAULT_LORA_TARGETS),
+        metadata={
+            "help": "Module names (or dotted suffixes) that get adapters. The default covers the language model's "
+            "attention and gated MLP; add e.g. attn_pool.attn.out_proj attn_pool.kv_proj for the resampler.",
+            "nargs": "+",
+        },
+    )
+    lora_bias: str = field(
+        default="none",
+        metadata={"help": "Which biases train with LoRA.", "choices": ["none", "all", "lora_only"]},
+    )
+    modules_to_save: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Modules trained in full next to the adapters and saved in the adapter file. Default: "
+            "wte and lm_head for a base checkpoint (see --checkpoint_kind), none for a chat checkpoint.",
+            "nargs": "*",
+        },
+    )
+
+
+@dataclass
+class QuantArguments:
+    """How the base is quantized in qlora mode. The vision tower is never quantized."""
+
+    quant: str = field(
+        default="auto",
+        metadata={
+            "help": "auto: gptq when the checkpoint's config.json has a GPTQ quantization_config (like "
+            "Qwen-VL-Chat-Int4), else nf4. nf4: load a bf16/fp32 checkpoint in 4 bits through bitsandbytes.",
+            "choices": ["auto", "nf4", "gptq"],
+        },
+    )
+    double_quant: bool = field(
+        default=True, metadata={"help": "nf4: quantize the quantization constants too."}
+    )
+    compute_dtype: str = field(
+        default="bfloat16",
+        metadata={"help": "nf4: dtype of the 4-bit matmuls.", "choices": ["bfloat16", "float16", "float32"]},
+    )
+
+
+@dataclass
+class TrainingArguments(transformers.TrainingArguments):
+    """transformers' TrainingArguments with the original Qwen-VL recipe's defaults."""
+
+    output_dir: str | None = field(
+        default="output_qwen", metadata={"help": "Where checkpoints and the model go."}
+    )
+    learning_rate: float = field(
+        default=DEFAULT_LEARNING_RATE["full"],
+        metadata={"help": "Peak learning rate. Default: 1e-5 for --tune full, 1e-4 for lora and qlora."},
+    )
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2."})
+    warmup_steps: float = field(
+        default=0.01,
+        metadata={"help": "Linear warmup: an integer number of steps, or a fraction in [0, 1) of all steps."},
+    )
+    lr_scheduler_type: str = field(  # type: ignore[assignment]
+        default="cosine",
+        metadata={
+            "help": "Learning-rate schedule (the ds_configs define none, so this is the one that runs)."
+        },
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep every collated field (pixel_values is not a dataset column)."}
+    )
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoraArguments, QuantArguments, TrainingArguments)
+
+
+@dataclass
+class Arguments:
+    """Everything ``train()`` needs, parsed and resolved."""
+
+    model: ModelArguments
+    data: DataArguments
+    lora: LoraArguments
+    quant: QuantArguments
+    training: TrainingArguments
+
+
+def build_parser() -> HfArgumentParser:
+    """The parser of ``qwenvl-train train`` (every dataclass field, plus ``--config``)."""
+    parser = HfArgumentParser(ARGUMENT_CLASSES, prog="qwenvl-train train", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE.yaml",
+        help="YAML mapping of any of these options (field: value); the command line wins over it.",
+    )
+    return parser
+
+
+def load_config_file(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Read a YAML config and check every key is a known option.
+
+    Raises:
+        ValueError: the file is not a mapping, or names an option that does not exist.
+    """
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
+    known = {action.dest for action in parser._actions} - {"help", "config"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}")
+    return values
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Arguments:
+    """Parse the command line and ``--config`` (the command line wins); the lr default follows ``--tune``.
+
+    Args:
+        argv: arguments without the program name; ``sys.argv[1:]`` when None.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    pre.add_argument("--tune", default=None)
+    known, _ = pre.parse_known_args(argv)
+    file_values = load_config_file(known.config, parser) if known.config else {}
+    # The learning-rate default depends on the mode, and must be known before TrainingArguments.__post_init__
+    # (which fills DeepSpeed's "auto" values from it).
+    tune = known.tune or file_values.get("tune", ModelArguments.tune)
+    if tune not in TUNE_MODES:
+        parser.error(f"--tune must be one of {', '.join(TUNE_MODES)}, got {tune!r}")
+    # As parser defaults, so anything given on the command line overrides the file.
+    parser.set_defaults(**{"learning_rate": DEFAULT_LEARNING_RATE[tune], **file_values})
+    # Returns the five dataclasses, then a namespace holding --config.
+    model, data, lora, quant, training, _ = parser.parse_args_into_dataclasses(argv)
+    args = Arguments(model=model, data=data, lora=lora, quant=quant, training=training)
+    if args.model.tune != "qlora" and args.quant.quant != "auto":
+        parser.error(f"--quant {args.quant.quant} needs --tune qlora")
+    return args
+
+
+def settings_line(args: Arguments) -> str:
+    """One line with the hyper-parameters that matter, printed at start."""
+    t = args.training
+    schedule = getattr(t.lr_scheduler_type, "value", t.lr_scheduler_type)
+    return (
+        f"settings: tune={args.model.tune} lr={t.learning_rate:g} schedule={schedule} "
+        f"warmup={t.warmup_steps:g} weight_decay={t.weight_decay:g} adam_betas=({t.adam_beta1:g}, {t.adam_beta2:g}) "
+        f"model_max_length={args.data.model_max_length} bf16={t.bf16} fp16={t.fp16} "
+        f"activation_checkpointing={bool(t.activation_checkpointing)}"
+        + (
+            f" lora_r={args.lora.lora_r} lora_alpha={args.lora.lora_alpha} lora_dropout={args.lora.lora_dropout:g} "
+            f"lora_target={','.join(args.lora.lora_target)}"
+            if args.model.tune != "full"
+            else ""
+        )
+    )

@@ -1,0 +1,296 @@
+"""Loading the tokenizer and model, and preparing the model for its tuning mode (full, lora, qlora).
+
+The model has three parts, named after the original checkpoints' parameters:
+
+- ``vit``: the vision transformer, ``transformer.visual.*`` except the resampler;
+- ``resampler``: ``transformer.visual.attn_pool.*`` (what the original unfroze on top of a frozen ViT);
+- ``llm``: everything else (``transformer.wte``, ``transformer.h.N``, ``transformer.ln_f``, ``lm_head``).
+
+Parameters the model itself creates frozen (the resampler's fixed sin-cos ``pos_embed``) stay frozen in every
+mode.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from .arguments import Arguments, LoraArguments, ModelArguments, QuantArguments
+
+VIT_PREFIX = "transformer.visual."
+RESAMPLER_PREFIX = "transformer.visual.attn_pool."
+#: Prefix peft puts in front of the base model's parameter names.
+PEFT_PREFIX = "base_model.model."
+#: Trained next to the adapters for a base checkpoint: it has never seen the ChatML special tokens.
+BASE_MODULES_TO_SAVE = ["wte", "lm_head"]
+
+
+class PreparationError(RuntimeError):
+    """The requested preparation cannot be done (bad flag combination, checkpoint of the wrong kind, ...)."""
+
+
+def part_of(name: str) -> str:
+    """Which part (``vit``, ``resampler`` or ``llm``) a parameter belongs to; peft prefixes are ignored."""
+    name = name.removeprefix(PEFT_PREFIX)
+    if name.startswith(RESAMPLER_PREFIX):
+        return "resampler"
+    if name.startswith(VIT_PREFIX):
+        return "vit"
+    return "llm"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def is_chat_checkpoint(model_name_or_path: str, kind: str = "auto") -> bool:
+    """True for a chat checkpoint (Qwen-VL-Chat), False for a base one (Qwen-VL).
+
+    ``kind`` ``chat``/``base`` decides; ``auto`` reads ``chat_format`` from the checkpoint's
+    ``generation_config.json`` (``chatml`` for the chat models, ``raw`` or absent for the base model).
+    """
+    if kind != "auto":
+        return kind == "chat"
+    generation_config = _read_json(Path(model_name_or_path) / "generation_config.json")
+    return generation_config.get("chat_format") == "chatml"
+
+
+def checkpoint_quant_method(model_name_or_path: str) -> str | None:
+    """The ``quant_method`` of the checkpoint's own ``quantization_config`` (``gptq`` for Qwen-VL-Chat-Int4)."""
+    config = _read_json(Path(model_name_or_path) / "config.json")
+    return (config.get("quantization_config") or {}).get("quant_method")
+
+
+def load_dtype(model_args: ModelArguments, bf16: bool) -> torch.dtype:
+    """dtype to load the (unquantized) weights in."""
+    if model_args.dtype != "auto":
+        return getattr(torch, model_args.dtype)
+    return torch.bfloat16 if bf16 else torch.float32
+
+
+def quantization_config(model_args: ModelArguments, quant_args: QuantArguments) -> Any | None:
+    """The quantization config to load with: NF4 through bitsandbytes, or None (full/lora, or a GPTQ checkpoint,
+    whose own ``quantization_config`` transformers applies through gptqmodel)."""
+    if model_args.tune != "qlora":
+        return None
+    method = checkpoint_quant_method(model_args.model_name_or_path)
+    quant = quant_args.quant
+    if quant == "auto":
+        quant = "gptq" if method == "gptq" else "nf4"
+    if quant == "gptq":
+        if method != "gptq":
+            raise PreparationError(
+                f"--quant gptq: {model_args.model_name_or_path} has no GPTQ quantization_config in its config.json"
+            )
+        return None
+    if method is not None:
+        raise PreparationError(
+            f"--quant nf4: {model_args.model_name_or_path} is already quantized ({method})"
+        )
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=quant_args.double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, quant_args.compute_dtype),
+        # The vision tower and the output head stay in full precision.
+        llm_int8_skip_modules=["visual", "lm_head"],
+    )
+
+
+def load_tokenizer(args: Arguments) -> PreTrainedTokenizerBase:
+    """The checkpoint's tokenizer, right-padded with ``<|endoftext|>`` at the training length."""
+    tokenizer = AutoTokenizer.from_pretrained(
+        args.model.model_name_or_path, model_max_length=args.data.model_max_length, padding_side="right"
+    )
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = "<|endoftext|>"
+    return tokenizer
+
+
+def load_model(args: Arguments) -> nn.Module:
+    """The model as the mode needs it: full precision, or with a 4-bit LLM for qlora."""
+    model_args = args.model
+    kwargs: dict[str, Any] = {"dtype": load_dtype(model_args, args.training.bf16)}
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    quant = quantization_config(model_args, args.quant)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+    if model_args.tune == "qlora":
+        # 4-bit weights are placed once, on this process's device (no later .to() is allowed).
+        kwargs["device_map"] = {"": _local_device()}
+    return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+
+
+def _local_device() -> str | int:
+    import os
+
+    if torch.cuda.is_available():
+        return int(os.environ.get("LOCAL_RANK", 0))
+    return "cpu"
+
+
+@dataclass
+class ParameterCounts:
+    """Trainable and total parameter counts (ZeRO-3 partitioned parameters are counted in full)."""
+
+    trainable: int
+    total: int
+
+
+def count_parameters(model: nn.Module) -> ParameterCounts:
+    """Trainable/total parameters; a 4-bit parameter counts as the number of weights it packs."""
+    trainable = total = 0
+    for param in model.parameters():
+        n = getattr(param, "ds_numel", None) or param.numel()
+        if param.__class__.__name__ == "Params4bit":
+            n *= 2  # two 4-bit weights per uint8 element
+        total += n
+        if param.requires_grad:
+            trainable += n
+    return ParameterCounts(trainable=trainable, total=total)
+
+
+def prepare_model(model: nn.Module, args: Arguments) -> nn.Module:
+    """Freeze/unfreeze for ``--tune full``, or wrap with LoRA adapters for ``lora``/``qlora``.
+
+    Returns:
+        The model to train (a ``PeftModel`` in lora/qlora mode).
+    """
+    if args.model.tune == "full":
+        return prepare_full(model, args.model)
+    _reject_freeze_flags(args.model)
+    if args.model.tune == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        # Activation checkpointing itself is switched on by the Trainer, like in every mode.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model = add_lora(
+        model, args.lora, chat=is_chat_checkpoint(args.model.model_name_or_path, args.model.checkpoint_kind)
+    )
+    if args.training.activation_checkpointing:
+        # The embeddings are frozen, so without this the checkpointed blocks would see inputs that do not
+        # require grad and (with reentrant checkpointing) the adapters inside them would get no gradient.
+        model.enable_input_require_grads()
+    return model
+
+
+def prepare_full(model: nn.Module, model_args: ModelArguments) -> nn.Module:
+    """Set ``requires_grad`` part by part from ``--freeze_vit/--freeze_resampler/--freeze_llm``."""
+    frozen_parts = {
+        part
+        for part, frozen in (
+            ("vit", model_args.freeze_vit),
+            ("resampler", model_args.freeze_resampler),
+            ("llm", model_args.freeze_llm),
+        )
+        if frozen
+    }
+    if len(frozen_parts) == 3:
+        raise PreparationError(
+            "--freeze_vit, --freeze_resampler and --freeze_llm together leave nothing to train"
+        )
+    fixed = fixed_parameters(model)
+    for name, param in model.named_parameters():
+        param.requires_grad_(part_of(name) not in frozen_parts and name not in fixed)
+    return model
+
+
+def fixed_parameters(model: nn.Module) -> set[str]:
+    """Names of the parameters the model keeps frozen by design (the resampler's sin-cos ``pos_embed``)."""
+    return {name for name, param in model.named_parameters() if name.endswith("attn_pool.pos_embed")}
+
+
+def _reject_freeze_flags(model_args: ModelArguments) -> None:
+    defaults = ModelArguments()
+    changed = [
+        flag
+        for flag in ("freeze_vit", "freeze_resampler", "freeze_llm")
+        if getattr(model_args, flag) != getattr(defaults, flag)
+    ]
+    if changed:
+        raise PreparationError(
+            f"--{changed[0]} applies to --tune full; with adapters, choose what trains with --lora_target "
+            "(e.g. attn_pool.attn.out_proj) and --modules_to_save (e.g. attn_pool)"
+        )
+
+
+def split_lora_targets(model: nn.Module, targets: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``--lora_target`` into module targets and parameter targets.
+
+    A target naming a parameter rather than a module (the resampler's ``attn_pool.attn.in_proj_weight``, stored
+    like ``nn.MultiheadAttention``'s) goes to peft's ``target_parameters``.
+    """
+    param_names = [name for name, _ in model.named_parameters()]
+    modules, params = [], []
+    for target in targets:
+        is_param = any(n == target or n.endswith("." + target) for n in param_names)
+        (params if is_param else modules).append(target)
+    module_names = [name for name, _ in model.named_modules()]
+    for target in modules:
+        if not any(n == target or n.endswith("." + target) for n in module_names):
+            raise PreparationError(
+                f"--lora_target {target}: no module or parameter of the model has that name"
+            )
+    return modules, params
+
+
+def add_lora(model: nn.Module, lora_args: LoraArguments, chat: bool) -> nn.Module:
+    """Wrap ``model`` with LoRA adapters; a base checkpoint also trains ``wte`` and ``lm_head`` in full."""
+    from peft import LoraConfig, get_peft_model
+
+    modules, params = split_lora_targets(model, lora_args.lora_target)
+    if params and lora_args.lora_dropout:
+        raise PreparationError(
+            f"--lora_target {params[0]} is a parameter (peft target_parameters), which peft supports only "
+            "with --lora_dropout 0"
+        )
+    modules_to_save = lora_args.modules_to_save
+    if modules_to_save is None:
+        modules_to_save = [] if chat else list(BASE_MODULES_TO_SAVE)
+    config = LoraConfig(
+        r=lora_args.lora_r,
+        lora_alpha=lora_args.lora_alpha,
+        lora_dropout=lora_args.lora_dropout,
+        target_modules=modules or None,
+        target_parameters=params or None,
+        bias=lora_args.lora_bias,
+        modules_to_save=modules_to_save or None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def check_adapter_holds_trainables(model: nn.Module) -> None:
+    """Every trainable tensor must be in what ``save_pretrained`` writes, or training would be silently lost.
+
+    Raises:
+        PreparationError: naming the first trainable parameter the adapter would drop.
+    """
+    from peft import get_peft_model_state_dict
+
+    saved = {t.data_ptr() for t in get_peft_model_state_dict(model).values()}
+    for name, param in model.named_parameters():
+        if param.requires_grad and param.data_ptr() not in saved:
+            raise PreparationError(
+                f"{name} trains but would not be saved in the adapter; add its module to --modules_to_save"
+            )
+
+
+def summarize_trainable(model: nn.Module) -> dict[str, str]:
+    """Per part, whether it is ``trainable``, ``frozen`` or ``partly`` trainable (for the start summary)."""
+    seen: dict[str, set[bool]] = {}
+    for name, param in model.named_parameters():
+        seen.setdefault(part_of(name), set()).add(param.requires_grad)
+    return {
+        part: "trainable" if flags == {True} else "frozen" if flags == {False} else "partly"
+        for part, flags in seen.items()
+    }

@@ -1,0 +1,186 @@
+"""The Trainer: a thin ``transformers.Trainer`` subclass plus the helpers around it.
+
+What it adds to the stock Trainer:
+
+- a non-finite loss stops training at once, with the step named (:class:`NonFiniteLossError`);
+- every saved folder (checkpoints and the final one) is self-contained: the model (with ``config.json``) or
+  the adapter (with ``adapter_config.json``), ``generation_config.json`` and the tokenizer files, so it loads
+  directly with ``AutoModelForCausalLM.from_pretrained(folder)``;
+- length-grouped sampling uses the lengths the dataset computed (no image is loaded to measure a sample), with
+  an order that depends only on the seed and the epoch, so a resumed run sees the same batches;
+- ``--resume_from_checkpoint auto`` takes the newest *complete* checkpoint (a save killed half-way is skipped).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+TRAINER_STATE_NAME = "trainer_state.json"
+_CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class EpochSeededSampler(torch.utils.data.Sampler[int]):
+    """Wraps a sampler factory so that epoch ``e`` always draws the same order (seed + e), whatever RNG calls
+    happened before: a resumed run replays exactly the order of an uninterrupted one."""
+
+    def __init__(self, make_sampler: Any, length: int, seed: int) -> None:
+        self.make_sampler = make_sampler
+        self.length = length
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        return iter(self.make_sampler(generator))
+
+
+class QwenVLTrainer(Trainer):
+    """``transformers.Trainer`` with the checks and saving rules of this project (see the module docstring)."""
+
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            step = self.state.global_step + 1
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss.item()}) at step {step} of {self.state.max_steps} "
+                f"(epoch {self.state.epoch or 0:.2f}); training stopped. Lower --learning_rate, use bf16 or fp32 "
+                f"instead of fp16, or check the data; the last good checkpoint is in {self.args.output_dir}"
+            )
+        return loss
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and hasattr(dataset, "lengths"):
+            from ..data.dataset import length_grouped_sampler
+
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededSampler(
+                lambda generator: length_grouped_sampler(dataset, batch, generator=generator),
+                len(dataset),
+                seed,
+            )
+        return super()._get_train_sampler(train_dataset)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict=state_dict)
+        if self.args.should_save:
+            write_model_files(self.accelerator.unwrap_model(self.model), output_dir or self.args.output_dir)
+
+
+def write_model_files(model: nn.Module, output_dir: str | os.PathLike[str]) -> None:
+    """Write ``generation_config.json`` next to an adapter (``save_pretrained`` of a full model already does).
+
+    An adapter folder deliberately gets no ``config.json``: with one, ``AutoModelForCausalLM.from_pretrained``
+    would take the folder for a complete model; without it, both that and ``AutoPeftModelForCausalLM`` load the
+    base named in ``adapter_config.json`` and apply the adapter.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    generation_config = getattr(base, "generation_config", None)
+    out = Path(output_dir)
+    if generation_config is not None and not (out / "generation_config.json").exists():
+        generation_config.save_pretrained(out)
+
+
+class StartSummaryCallback(TrainerCallback):
+    """Prints one line when training starts: mode, parameters, samples, world size, effective batch."""
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+
+    def on_train_begin(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            print(self.line, flush=True)
+
+
+def is_complete_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """A checkpoint folder is complete once the Trainer wrote ``trainer_state.json``, its last file."""
+    return (Path(path) / TRAINER_STATE_NAME).is_file()
+
+
+def resolve_resume(value: str | None, output_dir: str) -> str | None:
+    """Turn ``--resume_from_checkpoint`` into a folder (or None to start afresh).
+
+    ``auto``: the newest complete ``checkpoint-N`` under ``output_dir``, or None when there is none. A path: that
+    checkpoint, which must be complete.
+
+    Raises:
+        FileNotFoundError: a path that is not a complete checkpoint.
+    """
+    if value in (None, "", "no", "false", "False"):
+        return None
+    if value in ("auto", "true", "True"):
+        root = Path(output_dir)
+        if not root.is_dir():
+            return None
+        steps = sorted(
+            (int(m.group(1)), child)
+            for child in root.iterdir()
+            if (m := _CHECKPOINT_RE.match(child.name)) and child.is_dir()
+        )
+        for _, child in reversed(steps):
+            if is_complete_checkpoint(child):
+                return str(child)
+        return None
+    if not is_complete_checkpoint(value):
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {value}: not a complete checkpoint (no {TRAINER_STATE_NAME})"
+        )
+    return value
+
+
+def effective_batch_size(args: TrainingArguments) -> int:
+    """Samples per optimizer step over all processes."""
+    return args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
+
+
+def format_count(n: int) -> str:
+    """12345678 -> '12.3M'."""
+    if n < 1000:
+        return str(n)
+    exp = min(int(math.log10(n) // 3), 4)
+    return f"{n / 10 ** (3 * exp):.3g}{' KMGT'[exp]}"
+
+
+def setup_distributed(args: TrainingArguments) -> None:
+    """Everything that must happen before the model is loaded in a distributed run.
+
+    - ZeRO-3 partitions the weights while ``from_pretrained`` builds the model, which needs the process group.
+    - FSDP on a machine without GPU: accelerate would silently fall back to DDP; mark the state multi-GPU so that
+      FSDP2 really shards (what lets the launchers and tests run FSDP on CPU).
+    """
+    _ = args.device  # initializes torch.distributed under torchrun
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():
+        import deepspeed
+
+        backend = args.ddp_backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        deepspeed.init_distributed(dist_backend=backend)
+    if args.fsdp and not torch.cuda.is_available():
+        from accelerate.state import PartialState
+        from accelerate.utils import DistributedType
+
+        PartialState._shared_state["distributed_type"] = DistributedType.MULTI_GPU

@@ -1,0 +1,71 @@
+"""Helpers shared by the tests/test_train_*.py files: a tiny image+text dataset and the usual CPU options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
+
+
+def write_dataset(folder: Path, n_samples: int = 8, image_size: int = 56) -> Path:
+    """``n_samples`` one-image conversations ("What colour?" -> "<colour>.") plus one text-only one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "images").mkdir(exist_ok=True)
+    samples = []
+    names = list(COLORS)
+    for i in range(n_samples):
+        name = names[i % len(names)]
+        Image.new("RGB", (image_size + 3 * i, image_size), COLORS[name]).save(folder / "images" / f"{i}.png")
+        samples.append(
+            {
+                "id": f"s{i}",
+                "conversations": [
+                    {"from": "user", "value": f"Picture 1: <img>images/{i}.png</img>\nWhat colour is it?"},
+                    {"from": "assistant", "value": f"It is {name}."},
+                ],
+            }
+        )
+    samples.append(
+        {
+            "id": "text",
+            "conversations": [
+                {"from": "user", "value": "Say hello."},
+                {"from": "assistant", "value": "Hello!"},
+            ],
+        }
+    )
+    path = folder / "train.json"
+    path.write_text(json.dumps(samples, indent=1))
+    return path
+
+
+def cpu_args(model_dir: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    """Command-line options for a short single-process CPU run on the tiny model."""
+    return [
+        "--model_name_or_path", str(model_dir),
+        "--data_path", str(data),
+        "--output_dir", str(out),
+        "--use_cpu",
+        "--per_device_train_batch_size", "2",
+        "--logging_steps", "1",
+        "--save_strategy", "no",
+        "--report_to", "none",
+        "--dataloader_num_workers", "0",
+        "--disable_tqdm", "true",
+        "--seed", "0",
+        *extra,
+    ]  # fmt: skip
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of every parameter, by name."""
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def logged_losses(trainer) -> list[float]:
+    """The training losses the Trainer logged, in order."""
+    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
