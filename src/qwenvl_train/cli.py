@@ -2,6 +2,8 @@
 
     qwenvl-train vocab [--dest DIR]            fetch and verify the genuine qwen.tiktoken
     qwenvl-train make-tiny DIR [--seed N]      write a tiny random Qwen-VL checkpoint (original format)
+    qwenvl-train check-data DATA... --model DIR  read data as training does; report lengths and errors
+    qwenvl-train train [--config FILE.yaml] [options]  fine-tune (full, LoRA, Q-LoRA); see `train --help`
 
 Each sub-command lives in the module of its concern; this file only wires them together.
 """
@@ -49,11 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights)")
     p.set_defaults(func=_cmd_make_tiny)
 
+    from .data.check import add_parser as add_check_data
+
+    add_check_data(sub)
+
+    # `train` owns its (HfArgumentParser) options; main() hands it the rest of the command line.
+    sub.add_parser(
+        "train", help="fine-tune a Qwen-VL checkpoint (options: qwenvl-train train --help)", add_help=False
+    )
+
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qwenvl-train`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        from .training.run import main as train_main
+
+        return int(train_main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
