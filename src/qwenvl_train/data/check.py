@@ -25,7 +25,7 @@ from .. import special_tokens as st
 from .chat import IGNORE_INDEX, POLICIES, Policy, TextEncoder
 from .dataset import PreparedSample, prepare_samples, vision_settings
 from .images import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT, ImageError, load_image
-from .sources import read_samples
+from .sources import count_rejected, read_samples
 
 DEFAULT_MAX_LEN = 2048
 PERCENTILES = (50, 90, 95, 99)
@@ -122,7 +122,8 @@ def check_data(
         return 2
 
     raw, errors = read_samples(paths)
-    samples_read = len(raw) + len({(e.file, e.sample_id, e.line) for e in errors if e.sample_id})
+    rejected, unreadable_files = count_rejected(errors)
+    samples_read = len(raw) + rejected
     prepared: list[PreparedSample] = []
     image_status: dict[str, str | None] = {}  # ref -> error message (None when fine); each image once
     bad_image_samples = 0
@@ -168,7 +169,7 @@ def check_data(
     system_turns = sum(p.raw.system is not None for p in prepared)
 
     w = out.write
-    w(f"files: {len(list(paths))}\n")
+    w(f"files: {len(list(paths))}" + (f" ({unreadable_files} unreadable)" if unreadable_files else "") + "\n")
     w(
         f"samples: {samples_read} read, {len(prepared) - bad_image_samples} ok, "
         f"{samples_read - len(prepared) + bad_image_samples} with errors\n"

@@ -51,7 +51,7 @@ from .images import (
     load_image,
     resolve_image,
 )
-from .sources import DataError, DataValidationError, RawSample, read_samples
+from .sources import DataError, DataValidationError, RawSample, count_rejected, read_samples
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +146,7 @@ class DatasetSummary:
     kept: int = 0
     errors: list[DataError] = field(default_factory=list)
     skipped: int = 0
+    unreadable_files: int = 0
     too_long: int = 0
     dropped_too_long: int = 0
     cut: int = 0
@@ -166,6 +167,8 @@ class DatasetSummary:
         ]
         if self.errors:
             parts.append(f"{len(self.errors)} errors, {self.skipped} samples skipped")
+        if self.unreadable_files:
+            parts.append(f"{self.unreadable_files} file(s) unreadable")
         if self.control_strings:
             parts.append(f"{sum(self.control_strings.values())} literal control tokens kept as text")
         return "; ".join(parts)
@@ -241,8 +244,8 @@ class ConversationDataset(Dataset):
         self.summary = summary
 
         raw, errors = read_samples(paths)
-        # Samples rejected while reading (several errors may name the same sample) plus the valid ones.
-        summary.samples_read = len(raw) + len({(e.file, e.sample_id, e.line) for e in errors if e.sample_id})
+        rejected, summary.unreadable_files = count_rejected(errors)
+        summary.samples_read = len(raw) + rejected
         prepared, render_errors = prepare_samples(
             raw, tokenizer, n_queries=n_queries, policy=policy, allow_bare_boxes=allow_bare_boxes
         )
@@ -260,7 +263,11 @@ class ConversationDataset(Dataset):
                 raise DataValidationError(errors)
             summary.skipped = summary.samples_read - len(good)
             logger.warning(
-                "skipping %d bad sample(s) (%d error(s)), e.g. %s", summary.skipped, len(errors), errors[0]
+                "skipping %d bad sample(s) and %d unreadable file(s) (%d error(s)), e.g. %s",
+                summary.skipped,
+                summary.unreadable_files,
+                len(errors),
+                errors[0],
             )
 
         self.items: list[_Item] = []

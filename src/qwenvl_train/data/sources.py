@@ -50,6 +50,8 @@ class DataError:
         turn: 0-based index in ``conversations``, None when not about one turn.
         line: 1-based line in the file, when known.
         col: 1-based column, when known (bad JSON).
+        whole_file: the error cost the whole file (unreadable, or bad JSON in a ``.json`` list), not
+            one sample or one JSON Lines record.
     """
 
     file: str
@@ -58,6 +60,7 @@ class DataError:
     turn: int | None = None
     line: int | None = None
     col: int | None = None
+    whole_file: bool = False
 
     def __str__(self) -> str:
         where = self.file
@@ -218,7 +221,9 @@ def _decode_json_list(text: str, file: Path) -> tuple[list[tuple[Any, int]], lis
         try:
             obj, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            return [], [DataError(str(file), f"bad JSON: {exc.msg}", line=exc.lineno, col=exc.colno)]
+            return [], [
+                DataError(str(file), f"bad JSON: {exc.msg}", line=exc.lineno, col=exc.colno, whole_file=True)
+            ]
         items.append((obj, where(pos)[0]))
         pos = _skip_ws(text, end)
         if pos < len(text) and text[pos] == ",":
@@ -228,11 +233,15 @@ def _decode_json_list(text: str, file: Path) -> tuple[list[tuple[Any, int]], lis
             rest = _skip_ws(text, pos + 1)
             if rest < len(text):
                 line, col = where(rest)
-                return [], [DataError(str(file), "bad JSON: extra data after the list", line=line, col=col)]
+                return [], [
+                    DataError(
+                        str(file), "bad JSON: extra data after the list", line=line, col=col, whole_file=True
+                    )
+                ]
             return items, []
         line, col = where(pos)
         reason = "unexpected end of file" if pos >= len(text) else f"expected ',' or ']' at {text[pos]!r}"
-        return [], [DataError(str(file), f"bad JSON: {reason}", line=line, col=col)]
+        return [], [DataError(str(file), f"bad JSON: {reason}", line=line, col=col, whole_file=True)]
 
 
 def _decode_json_lines(text: str, file: Path) -> tuple[list[tuple[Any, int]], list[DataError]]:
@@ -256,19 +265,19 @@ def read_file(path: str | Path) -> tuple[list[RawSample], list[DataError]]:
     """
     file = Path(path)
     if not file.exists():
-        return [], [DataError(str(file), "no such file")]
+        return [], [DataError(str(file), "no such file", whole_file=True)]
     if file.is_dir():
-        return [], [DataError(str(file), "is a directory, expected a .json or .jsonl file")]
+        return [], [DataError(str(file), "is a directory, expected a .json or .jsonl file", whole_file=True)]
     try:
         text = file.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        return [], [DataError(str(file), f"cannot read: {exc}")]
+        return [], [DataError(str(file), f"cannot read: {exc}", whole_file=True)]
 
     start = _skip_ws(text, 0)
     if file.suffix.lower() in JSONL_SUFFIXES:
         items, errors = _decode_json_lines(text, file)
     elif start >= len(text):
-        return [], [DataError(str(file), "empty file")]
+        return [], [DataError(str(file), "empty file", whole_file=True)]
     elif text[start] == "[":
         items, errors = _decode_json_list(text, file)
     else:
@@ -278,7 +287,11 @@ def read_file(path: str | Path) -> tuple[list[RawSample], list[DataError]]:
             if text[start] == "{" and exc.msg == "Extra data":
                 items, errors = _decode_json_lines(text, file)  # JSON Lines under a .json name
             else:
-                return [], [DataError(str(file), f"bad JSON: {exc.msg}", line=exc.lineno, col=exc.colno)]
+                return [], [
+                    DataError(
+                        str(file), f"bad JSON: {exc.msg}", line=exc.lineno, col=exc.colno, whole_file=True
+                    )
+                ]
 
     samples: list[RawSample] = []
     for index, (obj, line) in enumerate(items):
@@ -287,6 +300,14 @@ def read_file(path: str | Path) -> tuple[list[RawSample], list[DataError]]:
         if sample is not None:
             samples.append(sample)
     return samples, errors
+
+
+def count_rejected(errors: Iterable[DataError]) -> tuple[int, int]:
+    """``(samples, files)`` lost to reading errors: distinct samples (a bad JSON Lines record counts as
+    one) and whole files (unreadable, or a ``.json`` list that does not parse)."""
+    samples = {(e.file, e.sample_id, e.line) for e in errors if not e.whole_file}
+    files = {e.file for e in errors if e.whole_file}
+    return len(samples), len(files)
 
 
 def read_samples(paths: str | Path | Iterable[str | Path]) -> tuple[list[RawSample], list[DataError]]:
