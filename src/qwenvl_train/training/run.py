@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, set_seed
 
 from ..data.collator import DataCollator
 from ..data.dataset import ConversationDataset
@@ -39,6 +39,9 @@ def train(argv: Sequence[str] | None = None) -> QwenVLTrainer:
     """Parse arguments, then load, prepare, train and save. Returns the Trainer (for tests and notebooks)."""
     args = parse_args(argv)
     setup_distributed(args.training)
+    set_seed(
+        args.training.seed
+    )  # before the adapters are initialized, so a run is reproducible from its seed
     tokenizer = load_tokenizer(args)
     model = prepare_model(load_model(args), args)
     train_set, eval_set = build_datasets(args, tokenizer, model)
@@ -47,6 +50,7 @@ def train(argv: Sequence[str] | None = None) -> QwenVLTrainer:
         resume_from_checkpoint=resolve_resume(args.training.resume_from_checkpoint, args.training.output_dir)
     )
     save(trainer)
+    finish_reporting(args)
     return trainer
 
 
@@ -113,6 +117,16 @@ def save(trainer: QwenVLTrainer) -> None:
     """Write the final model (or adapter) with config, generation config and tokenizer to ``--output_dir``."""
     trainer.save_model()
     trainer.save_state()
+
+
+def finish_reporting(args: Arguments) -> None:
+    """Close the wandb run this training opened, so its summary is written now rather than at interpreter exit."""
+    report_to = args.training.report_to or []
+    if "wandb" in report_to or "all" in report_to:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
