@@ -132,6 +132,7 @@ MALFORMED = [
         json.dumps({"id": "a", "conversations": _conv("q", "a")}) + '\n{"id": "b", oops}\n',
         ["d.jsonl:2:13: bad JSON"],
     ),
+    ("empty_list", "d.json", [], ["d.json: no samples in file"]),
     ("not_a_list_of_objects", "d.json", ["just a string"], ["sample '#0': sample is a str, expected an object"]),
     ("missing_conversations", "d.json", [{"id": "a", "messages": []}], ["sample 'a': missing key 'conversations'"]),
     ("missing_value", "d.json", [{"id": "a", "conversations": [{"from": "user"}]}], ["sample 'a': turn 0: missing key 'value'"]),
@@ -178,6 +179,9 @@ MALFORMED = [
 ]  # fmt: skip
 
 
+WHOLE_FILE = {"bad_json", "bad_json_multiline", "empty_list"}  # errors that cost the whole file
+
+
 def _write_case(folder: Path, file_name: str, content, server: str) -> Path:
     (folder / "folder").mkdir()
     (folder / "text.png").write_text("not an image")
@@ -220,9 +224,8 @@ def test_malformed_input_is_reported_with_the_sample(
     )
     kept = ["fine", "a"] if name == "bad_jsonl_line" else ["fine"]  # the JSONL file's good line is kept
     assert [it.id for it in ds.items] == kept and len(ds.summary.errors) == 1
-    assert (ds.summary.skipped, ds.summary.unreadable_files) == (
-        (0, 1) if name.startswith("bad_json") and name != "bad_jsonl_line" else (1, 0)
-    )
+    expected_counts = (0, 1) if name in WHOLE_FILE else (1, 0)
+    assert (ds.summary.skipped, ds.summary.unreadable_files) == expected_counts
 
 
 def test_missing_data_file_and_unusable_model_dir(tok, model_dir, tmp_path):

@@ -138,6 +138,13 @@ def test_relative_paths_resolve_against_the_data_file_folder(tok, tmp_path, monk
     assert ds[0]["pixel_values"].shape[0] == 2
 
 
+def test_nfd_file_names_are_found_as_written(tok, tmp_path):
+    name = "\uac00\u1100\u1161.png"  # a Hangul syllable in NFD form, as macOS writes file names
+    write_png(tmp_path / name)
+    data = write_json(tmp_path / "d.json", [{"id": "k", "conversations": conv(f"<img>{name}</img>", "ok")}])
+    assert ConversationDataset(data, tok, **SMALL)[0]["pixel_values"].shape[0] == 1
+
+
 def test_jsonl_multiple_files_aliases_and_system_turn(tok, tmp_path):
     lines = [
         {"id": 1, "conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]},

@@ -42,8 +42,10 @@ def test_image_path_longer_than_256_bytes_and_with_spaces():
     assert parse_value(f"<img>{path}</img>").images == [path]
 
 
-def test_value_is_nfc_normalised_first():
-    assert parse_value("cafe\u0301").segments == [Text("caf\u00e9")]
+def test_text_is_left_for_the_encoder_to_normalise_and_paths_are_kept_verbatim():
+    nfd = "cafe\u0301"
+    assert parse_value(nfd).segments == [Text(nfd)]  # encode_text applies NFC to each piece
+    assert parse_value(f"<img>{nfd}.png</img>").images == [f"{nfd}.png"]
 
 
 def test_literal_control_strings_stay_text_and_are_counted():

@@ -40,6 +40,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from .chat import Policy, RenderedSample, RenderError, TextEncoder, render_conversation
 from .images import (
@@ -251,7 +252,10 @@ class ConversationDataset(Dataset):
         )
         errors += render_errors
         good: list[PreparedSample] = []
-        for sample in prepared:
+        progress = tqdm(
+            prepared, desc="checking images", unit="sample", disable=None if len(prepared) >= 1000 else True
+        )
+        for sample in progress:
             image_errors = self._check_images(sample, verify_images)
             errors += image_errors
             if not image_errors:

@@ -7,13 +7,18 @@ Markup (case-sensitive, exactly these tags)::
     <box>(x1,y1),(x2,y2)</box>        a box: integers in [0, 1000), x1 <= x2, y1 <= y2
     <quad>(x1,y1),...,(x4,y4)</quad>  a quadrilateral: four points, integers in [0, 1000)
 
-How text is split into tokens: the value is NFC-normalised as a whole (as the original tokenizer did),
-then cut at the tags; each text piece between two tags is encoded on its own, with every special-token
-string in it treated as plain text, and each tag becomes its special id. This equals what the original
-tokenizer produced, because tiktoken splits special tokens out *before* its regex and BPE run, so no
-BPE merge ever crosses a tag. The one deliberate difference: a literal ``<|im_start|>``, ``<|im_end|>``,
-``<|endoftext|>``, ``<|extra_N|>`` or ``<imgpad>`` inside a value stays text here (the original turned
-it into a control id, so data could inject ChatML structure); such strings are counted.
+How text is split into tokens: the value is cut at the tags; each text piece between two tags is
+NFC-normalised and encoded on its own, with every special-token string in it treated as plain text,
+and each tag becomes its special id. This equals what the original tokenizer produced (it normalised
+the whole value, then tiktoken split the special tokens out *before* its regex and BPE ran, so no BPE
+merge ever crosses a tag). Normalising piece by piece differs from normalising the whole value only when
+a value has U+0338 (combining long solidus) right after a tag's ``>``: the original composed them into
+``≯`` and lost the tag; here the tag stays a tag. Image paths are used exactly as written (not
+normalised: file names are bytes, and an NFD name from macOS must still be found).
+
+The one deliberate difference: a literal ``<|im_start|>``, ``<|im_end|>``, ``<|endoftext|>``,
+``<|extra_N|>`` or ``<imgpad>`` inside a value stays text here (the original turned it into a control
+id, so data could inject ChatML structure); such strings are counted.
 
 Where a ``<box>`` / ``<quad>`` may appear (the "ref context" rule). A box belongs to a ``<ref>``:
 
@@ -32,7 +37,6 @@ is seen.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -69,7 +73,7 @@ class Special(NamedTuple):
 
 
 class Image(NamedTuple):
-    """An image reference as written between ``<img>`` and ``</img>`` (NFC-normalised)."""
+    """An image reference exactly as written between ``<img>`` and ``</img>``."""
 
     path: str
 
@@ -166,7 +170,6 @@ def parse_value(value: str, *, ref_context: bool = False, allow_bare_boxes: bool
         MarkupError: unbalanced or nested tags, an empty ``<img>``/``<ref>``, a bad box or quad, or a
             box outside a ref context.
     """
-    value = unicodedata.normalize("NFC", value)
     parsed = ParsedValue(segments=[])
     segments = parsed.segments
     # What the previous element was, for the ref-context rule: "start" (only whitespace so far),

@@ -293,6 +293,8 @@ def read_file(path: str | Path) -> tuple[list[RawSample], list[DataError]]:
                     )
                 ]
 
+    if not items and not errors:
+        return [], [DataError(str(file), "no samples in file", whole_file=True)]
     samples: list[RawSample] = []
     for index, (obj, line) in enumerate(items):
         sample, sample_errors = sample_from_object(obj, file, index, line)
