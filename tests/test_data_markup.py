@@ -97,7 +97,7 @@ def test_allow_bare_boxes():
         ("<ref>a <ref>b</ref></ref>", "cannot nest"),
         ("<ref>a <img>x.png</img></ref>", "cannot nest"),
         ("<img>x<ref>y</ref></img>", "cannot nest"),
-        ("<ref>a</box>", "cannot nest"),
+        ("<ref>a</box>", "</box> at character 6 does not close <ref> \\(opened at character 0\\)"),
         ("<img></img>", "empty <img>"),
         ("<img>  </img>", "empty <img>"),
         ("<ref></ref><box>(1,2),(3,4)</box>", "empty <ref>"),

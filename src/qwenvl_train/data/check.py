@@ -178,10 +178,12 @@ def check_data(
     w(f"images: {images} ({len(image_status) if check_images else 'not checked'} distinct)\n")
     w(f"policy: {policy}; image span: {settings.n_queries + 2} tokens (n_queries {settings.n_queries})\n")
     w(f"token lengths (image spans counted): {_percentiles(lengths)}\n")
-    w(
-        f"over max length {max_len}: {len(too_long)} samples "
-        f"(truncation=drop drops them all; truncation=cut_turns keeps {cuttable} cut at a turn boundary)\n"
-    )
+    w(f"over max length {max_len}: {len(too_long)} samples")
+    if too_long:
+        w(
+            f" (truncation=drop drops them; truncation=cut_turns cuts {cuttable} at a turn boundary, drops the rest)"
+        )
+    w("\n")
     if controls:
         detail = ", ".join(f"{tok} x{n}" for tok, n in controls.most_common())
         w(

@@ -252,11 +252,12 @@ class ConversationDataset(Dataset):
         )
         errors += render_errors
         good: list[PreparedSample] = []
+        seen: dict[str, str | None] = {}
         progress = tqdm(
             prepared, desc="checking images", unit="sample", disable=None if len(prepared) >= 1000 else True
         )
         for sample in progress:
-            image_errors = self._check_images(sample, verify_images)
+            image_errors = self._check_images(sample, verify_images, seen)
             errors += image_errors
             if not image_errors:
                 good.append(sample)
@@ -300,7 +301,7 @@ class ConversationDataset(Dataset):
             )
         summary.kept = len(self.items)
         self.lengths: list[int] = [len(item.input_ids) for item in self.items]
-        changed = summary.too_long or summary.skipped or summary.control_strings
+        changed = summary.too_long or summary.skipped or summary.unreadable_files or summary.control_strings
         (logger.warning if changed else logger.info)("dataset: %s", summary)
         if not self.items:
             raise ValueError(f"no training samples left: {summary}")
@@ -317,16 +318,23 @@ class ConversationDataset(Dataset):
         settings = vision_settings(model)
         return cls(paths, tokenizer, n_queries=settings.n_queries, image_size=settings.image_size, **kwargs)
 
-    def _check_images(self, sample: PreparedSample, verify: str) -> list[DataError]:
+    def _check_images(
+        self, sample: PreparedSample, verify: str, seen: dict[str, str | None]
+    ) -> list[DataError]:
+        """Errors for this sample's images; ``seen`` remembers each image's verdict (checked once)."""
         errors = []
         for ref, turn in zip(sample.rendered.images, sample.rendered.image_turns, strict=True):
-            try:
-                if verify == "header":
-                    check_image_header(ref, max_pixels=self.max_image_pixels)
-                elif verify == "full":
-                    load_image(ref, max_pixels=self.max_image_pixels, timeout=self.image_timeout).close()
-            except ImageError as exc:
-                errors.append(sample.error(str(exc), turn))
+            if ref not in seen:
+                try:
+                    if verify == "header":
+                        check_image_header(ref, max_pixels=self.max_image_pixels)
+                    elif verify == "full":
+                        load_image(ref, max_pixels=self.max_image_pixels, timeout=self.image_timeout).close()
+                    seen[ref] = None
+                except ImageError as exc:
+                    seen[ref] = str(exc)
+            if seen[ref] is not None:
+                errors.append(sample.error(seen[ref], turn))
         return errors
 
     def __len__(self) -> int:

@@ -193,9 +193,14 @@ def parse_value(value: str, *, ref_context: bool = False, allow_bare_boxes: bool
         end = TAG_RE.search(value, m.end())
         if end is None:
             raise MarkupError(f"<{name}> at character {m.start()} is never closed")
-        if end.group(1) != "/" or end.group(2) != name:
+        if end.group(1) == "/" and end.group(2) != name:
             raise MarkupError(
-                f"<{end.group(1)}{end.group(2)}> at character {end.start()} inside <{name}> "
+                f"</{end.group(2)}> at character {end.start()} does not close <{name}> "
+                f"(opened at character {m.start()})"
+            )
+        if end.group(1) != "/":
+            raise MarkupError(
+                f"<{end.group(2)}> at character {end.start()} inside <{name}> "
                 f"(opened at character {m.start()}): tags cannot nest"
             )
         body = value[m.end() : end.start()]
