@@ -7,7 +7,8 @@
 - :func:`to_rgb` turns every mode into 8-bit RGB: palette (with or without transparency), alpha (composited
   on white, so transparent areas do not turn into whatever colour the encoder left under them), 16-bit and
   32-bit integer or float greyscale (scaled, not clipped), CMYK, 1-bit.
-- The pixel transform (bicubic resize, CLIP normalisation) is the model's ``image_transform``.
+- The pixel transform (bicubic resize, CLIP normalisation) is the model's ``preprocess_image``. EXIF
+  orientation is not applied, as in the original (the pixels are used as stored).
 
 Every failure raises :class:`ImageError` with a one-line message.
 """
