@@ -101,7 +101,7 @@ def quantization_config(model_args: ModelArguments, quant_args: QuantArguments) 
         bnb_4bit_use_double_quant=quant_args.double_quant,
         bnb_4bit_compute_dtype=getattr(torch, quant_args.compute_dtype),
         # The vision tower and the output head stay in full precision.
-        llm_int8_skip_modules=["visual", "lm_head"],
+        llm_int8_skip_modules=["transformer.visual", "lm_head"],
     )
 
 
