@@ -168,3 +168,43 @@ def test_lora_on_base_checkpoint_trains_and_saves_wte_lm_head_and_resampler_targ
         adapter["base_model.model.lm_head.weight"],
         trainable["base_model.model.lm_head.modules_to_save.default.weight"].detach(),
     )
+
+
+@pytest.mark.parametrize(
+    ("tune", "precision", "reentrant"),
+    [("full", "fp32", False), ("lora", "bf16", True), ("qlora", "fp32", True)],
+)
+def test_activation_checkpointing_in_every_mode(
+    tiny_model_dir: Path, data_file: Path, tmp_path: Path, tune: str, precision: str, reentrant: bool
+) -> None:
+    """Checkpointed blocks still pass gradients to every trainable tensor, also with reentrant checkpointing
+    under LoRA (which needs the frozen embeddings' output to require grad), in fp32 and bf16."""
+    options = ["--tune", tune, "--max_steps", "1", "--warmup_steps", "0", "--learning_rate", "1e-2", "--activation_checkpointing",
+               "--activation_checkpointing_kwargs", json.dumps({"use_reentrant": reentrant})]  # fmt: skip
+    if precision == "bf16":
+        options.append("--bf16")
+    options += ["--lora_target", "c_attn", "w1"] if tune != "full" else ["--freeze_llm", "--no_freeze_vit"]
+    trainer = train(cpu_args(tiny_model_dir, data_file, tmp_path / "out", *options))
+
+    model = trainer.model
+    assert (
+        model.is_activation_checkpointing
+        if tune == "full"
+        else model.get_base_model().is_activation_checkpointing
+    )
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable
+    for name, param in trainable.items():
+        if tune == "full":
+            assert not torch.equal(param.detach().float(), base_weights_of(tiny_model_dir)[name]), name
+        elif ".lora_B." in name:
+            assert param.detach().abs().sum() > 0, f"{name} got no gradient through the checkpointed blocks"
+
+
+_BASE_CACHE: dict[Path, dict[str, torch.Tensor]] = {}
+
+
+def base_weights_of(model_dir: Path) -> dict[str, torch.Tensor]:
+    if model_dir not in _BASE_CACHE:
+        _BASE_CACHE[model_dir] = load_file(str(model_dir / "model.safetensors"))
+    return _BASE_CACHE[model_dir]
