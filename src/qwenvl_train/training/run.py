@@ -31,6 +31,7 @@ from .trainer import (
     effective_batch_size,
     format_count,
     resolve_resume,
+    run_vision_every_step,
     setup_distributed,
 )
 
@@ -86,6 +87,9 @@ def build_trainer(
     """The Trainer, with the one-line start summary attached."""
     if args.model.tune != "full":
         check_adapter_holds_trainables(model)
+    if args.training.deepspeed or args.training.fsdp:
+        # DeepSpeed's and FSDP's collectives follow the modules that run; all ranks must run the same ones.
+        run_vision_every_step(model)
     trainer = QwenVLTrainer(
         model=model,
         args=args.training,
