@@ -11,8 +11,9 @@ from PIL import Image
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
 
 
-def write_dataset(folder: Path, n_samples: int = 8, image_size: int = 56) -> Path:
-    """``n_samples`` one-image conversations ("What colour?" -> "<colour>.") plus one text-only one."""
+def write_dataset(folder: Path, n_samples: int = 8, image_size: int = 56, text_only: bool = True) -> Path:
+    """``n_samples`` one-image conversations ("What colour?" -> "<colour>.") plus, with ``text_only``, one
+    conversation without image."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "images").mkdir(exist_ok=True)
     samples = []
@@ -29,15 +30,16 @@ def write_dataset(folder: Path, n_samples: int = 8, image_size: int = 56) -> Pat
                 ],
             }
         )
-    samples.append(
-        {
-            "id": "text",
-            "conversations": [
-                {"from": "user", "value": "Say hello."},
-                {"from": "assistant", "value": "Hello!"},
-            ],
-        }
-    )
+    if text_only:
+        samples.append(
+            {
+                "id": "text",
+                "conversations": [
+                    {"from": "user", "value": "Say hello."},
+                    {"from": "assistant", "value": "Hello!"},
+                ],
+            }
+        )
     path = folder / "train.json"
     path.write_text(json.dumps(samples, indent=1))
     return path
