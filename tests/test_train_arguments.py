@@ -78,3 +78,10 @@ def test_resume_auto_skips_a_checkpoint_whose_save_was_killed(tmp_path: Path) ->
     with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
         resolve_resume(str(tmp_path / "checkpoint-15"), str(tmp_path))
     assert resolve_resume(None, str(tmp_path)) is None
+
+
+def test_example_yaml_config_parses(tmp_path: Path) -> None:
+    config = Path(__file__).resolve().parents[1] / "finetune" / "lora.yaml"
+    args = parse_args(["--config", str(config), "--output_dir", str(tmp_path), "--bf16", "false"])
+    assert args.model.tune == "lora" and args.lora.lora_r == 64 and args.training.learning_rate == 1e-4
+    assert args.training.gradient_accumulation_steps == 8 and args.training.bf16 is False

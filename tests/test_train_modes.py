@@ -142,7 +142,7 @@ def test_lora_on_base_checkpoint_trains_and_saves_wte_lm_head_and_resampler_targ
     targets = ["c_attn", "attn.c_proj", "w1", "w2", "attn_pool.attn.out_proj", "attn_pool.kv_proj"]
     trainer = train(
         cpu_args(base_dir, data_file, out, "--tune", "lora", "--max_steps", "3", "--learning_rate", "1e-3",
-                 "--lora_target", *targets)
+                 "--lora_target", *targets, "--dataloader_num_workers", "2")  # workers load the images
     )  # fmt: skip
 
     model = trainer.model
