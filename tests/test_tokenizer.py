@@ -121,3 +121,21 @@ def test_auto_tokenizer_on_original_directory(vocab_file: Path, tmp_path: Path) 
     loaded = AutoTokenizer.from_pretrained(tmp_path)  # no trust_remote_code
     assert isinstance(loaded, QwenVLTokenizer)
     assert loaded.encode("<|im_start|>user\nhi<|im_end|>") == [151644, 872, 198, 6023, 151645]
+
+
+def test_from_list_format() -> None:
+    text = QwenVLTokenizer.from_list_format(
+        [
+            {"image": "a.jpg"},
+            {"image": "/data/b c.png"},
+            {"text": "Where is the dog?"},
+            {"ref": "the dog", "box": [(1, 2, 300, 400), (5.0, 6.0, 7.0, 8.0)]},
+            {"box": [(0, 0, 999, 999)]},
+        ]
+    )
+    assert text == (
+        "Picture 1: <img>a.jpg</img>\nPicture 2: <img>/data/b c.png</img>\nWhere is the dog?"
+        "<ref>the dog</ref><box>(1,2),(300,400)</box><box>(5,6),(7,8)</box><box>(0,0),(999,999)</box>"
+    )
+    with pytest.raises(ValueError, match="unsupported element"):
+        QwenVLTokenizer.from_list_format([{"audio": "x.wav"}])
