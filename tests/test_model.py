@@ -357,6 +357,46 @@ def test_text_only_input_needs_no_pixels(model) -> None:
     assert out.logits.shape == (1, 5, 151936)
 
 
+def test_vision_every_step_runs_the_tower_on_text_only_input_without_changing_anything(
+    tiny_model_dir: Path, auto_model_cls, image_ids, pixels
+) -> None:
+    """What sharded training switches on (``set_vision_every_step``): a text-only forward runs ``visual`` on a
+    blank image inside the splice, with a bit-identical loss and LM gradients, and zero gradients for the vision
+    parameters that train (the resampler, as in full fine-tuning); a batch with images is unchanged."""
+    text_ids = torch.tensor([[872, 198, 40, 1079, 264, 151645, 198]])
+
+    def run(every_step: bool, ids: torch.Tensor, pixel_values: torch.Tensor | None):
+        m = auto_model_cls.from_pretrained(tiny_model_dir).train()
+        for name, p in m.transformer.visual.named_parameters():  # full mode: ViT frozen, resampler trains
+            p.requires_grad_(name.startswith("attn_pool.") and not name.endswith("pos_embed"))
+        m.transformer.set_vision_every_step(every_step)
+        calls = []
+        m.transformer.visual.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape))
+        torch.manual_seed(0)
+        loss = m(input_ids=ids, pixel_values=pixel_values, labels=ids).loss
+        loss.backward()
+        grads = {n: p.grad for n, p in m.named_parameters() if p.requires_grad}
+        return loss.detach(), grads, calls
+
+    loss_off, grads_off, calls_off = run(False, text_ids, None)
+    loss_on, grads_on, calls_on = run(True, text_ids, None)
+    size = auto_model_cls.from_pretrained(tiny_model_dir).config.visual["image_size"]
+    assert calls_off == [] and calls_on == [torch.Size([1, 3, size, size])]
+    assert torch.equal(loss_on, loss_off)
+    vision = [n for n in grads_on if n.startswith("transformer.visual.")]
+    assert vision and all(n.startswith("transformer.visual.attn_pool.") for n in vision)
+    for name, grad in grads_on.items():
+        if name in vision:
+            assert grads_off[name] is None and grad is not None and not grad.any(), name
+        else:
+            assert torch.equal(grad, grads_off[name]), name
+
+    loss_img_off, grads_img_off, _ = run(False, image_ids, pixels)
+    loss_img_on, grads_img_on, calls_img = run(True, image_ids, pixels)
+    assert calls_img == [pixels.shape] and torch.equal(loss_img_on, loss_img_off)
+    assert all(torch.equal(grads_img_on[n], g) for n, g in grads_img_off.items())
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # 5. Generation
 # ----------------------------------------------------------------------------------------------------------------

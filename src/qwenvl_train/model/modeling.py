@@ -325,8 +325,23 @@ class QwenVLModel(QwenVLPreTrainedModel):
         self.rotary_dim = int(config.kv_channels * config.rotary_pct)
         # Dynamic-NTK alpha chosen at the last eval-mode prefill; decode steps reuse it, as in the original.
         self._ntk_alpha = 1.0
+        # Run the vision tower at every prefill, on a blank image when there is none (set_vision_every_step).
+        self.vision_every_step = False
         self.gradient_checkpointing = False
         self.post_init()
+
+    def set_vision_every_step(self, enabled: bool = True) -> None:
+        """Run ``visual`` at every prefill, on one blank image when the input holds none.
+
+        For sharded or data-parallel training (DeepSpeed ZeRO, FSDP): their collectives follow the modules that
+        run, so every rank must run the same modules in the same order, forward and backward, whether its batch
+        has images or not. ZeRO-3 in particular records the module order of one step and replays it; a rank whose
+        order differs drops its trace and syncs at the next step while the others fetch weights, and all hang.
+        The blank image runs exactly where real images do (``splice_images``) and its features join the graph
+        through an empty splice: the output is bit-identical and the vision parameters that train get zero
+        gradients. Not saved with the model (it is not a config field).
+        """
+        self.vision_every_step = enabled
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.wte
@@ -371,8 +386,14 @@ class QwenVLModel(QwenVLPreTrainedModel):
                 "fills the k-th <img>...</img> span of the batch in reading order"
             )
         if n_images == 0:
-            return inputs_embeds
+            if not self.vision_every_step:
+                return inputs_embeds
+            size = self.visual.image_size
+            pixel_values = inputs_embeds.new_zeros(1, 3, size, size)
         features = self.visual(pixel_values).to(inputs_embeds.dtype)  # [n_images, n_queries, hidden]
+        if n_images == 0:
+            # The blank image's features fill no span: same graph shape as a real splice, zero gradients.
+            features = features[:0]
         n_queries = self.config.n_queries
         offsets = torch.arange(1, n_queries + 1, device=starts.device)
         cols = (starts[:, None] + offsets[None, :]).reshape(-1)

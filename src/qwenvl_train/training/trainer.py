@@ -187,29 +187,13 @@ def setup_distributed(args: TrainingArguments) -> None:
 
 
 def run_vision_every_step(model: nn.Module) -> None:
-    """Make every training forward run the vision tower, on a blank image when the batch has none.
+    """Make the model run its vision tower at every step, on a blank image when the batch has none.
 
-    ZeRO-3 and FSDP gather each module's shards collectively, in the order modules run, and ZeRO-2 reduces
-    gradients in buckets as they become ready; a text-only batch on one rank next to an image batch on another
-    would have the ranks call different collectives and hang or crash (gloo: "Received data size doesn't match
-    expected size"). The blank image runs where real images do (right
-    after the embedding dropout, before the splice) and joins the loss with weight 0, so nothing else changes.
+    ZeRO-3 and FSDP gather each module's shards collectively, in the order modules run (ZeRO-3 replays the order
+    it recorded, forward and backward), and ZeRO-2 reduces gradients in buckets as they become ready: a text-only
+    batch on one rank next to an image batch on another would have the ranks call different collectives and hang
+    or crash. The model does it itself (``QwenVLModel.set_vision_every_step``), inside its image splice, so the
+    modules run in the same order, forward and backward, with or without images.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    transformer = base.transformer
-    state = {"text_only": False}
-
-    def note_inputs(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        pixel_values = kwargs.get("pixel_values")
-        state["text_only"] = module.training and (pixel_values is None or pixel_values.shape[0] == 0)
-
-    def add_blank_image(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        if not state["text_only"]:
-            return output
-        state["text_only"] = False
-        size = transformer.config.image_size
-        blank = torch.zeros(1, 3, size, size, dtype=transformer.visual.conv1.weight.dtype, device=output.device)
-        return output + 0.0 * transformer.visual(blank).to(output.dtype).sum()
-
-    transformer.register_forward_pre_hook(note_inputs, with_kwargs=True)
-    transformer.drop.register_forward_hook(add_blank_image)
+    base.transformer.set_vision_every_step(True)
