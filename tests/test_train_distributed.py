@@ -40,9 +40,13 @@ BACKENDS = {
 
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Image samples plus one text-only one: with the default seed, step 3 gives one rank the text-only batch while
-    the other has an image (under ZeRO-3 that hung until the model ran its vision tower on every step)."""
-    return write_dataset(tmp_path_factory.mktemp("data"))
+    """Five image samples and three text-only ones: eight samples, which the STEPS=4 steps on two ranks, one sample
+    each, consume exactly once. Whatever the shuffle, each step pairs two samples and an odd number of text-only
+    samples cannot all be paired with one another: at least one step gives one rank a text-only batch while the other
+    has an image (under ZeRO-3 that hung until the model ran its vision tower on every step). ``check_facts``
+    asserts it happened."""
+    assert STEPS * 2 == 5 + 3
+    return write_dataset(tmp_path_factory.mktemp("data"), n_samples=5, n_text=3)
 
 
 def free_port() -> int:
@@ -111,6 +115,10 @@ def check_saved(out: Path, tune: str, tiny_model_dir: Path) -> None:
 
 def check_facts(probe: Path, backend: str) -> None:
     facts = [json.loads(Path(f"{probe}.{rank}").read_text()) for rank in (0, 1)]
+    # Per step, the images in each rank's batch: some step must have had a text-only batch next to an image one.
+    images = [fact["images_per_step"] for fact in facts]
+    assert [len(per_rank) for per_rank in images] == [STEPS, STEPS], images
+    assert any(min(pair) == 0 < max(pair) for pair in zip(*images, strict=True)), images
     for fact in facts:
         assert fact["world_size"] == 2 and fact["backend"] == "gloo"
         assert fact["lr_scheduler"] == "LambdaLR"  # the Trainer's scheduler, not DeepSpeed's

@@ -1,7 +1,9 @@
 """Run ``qwenvl_train.train`` under torchrun and record, per rank, how the model is really distributed.
 
 Used by tests/test_train_distributed.py as ``torchrun ... tests/train_dist_worker.py [train options]``; the facts
-go to ``$PROBE_FILE.<rank>`` (JSON) after the first optimizer step, when the model is wrapped and sharded.
+go to ``$PROBE_FILE.<rank>`` (JSON) after the first optimizer step, when the model is wrapped and sharded, and again
+at the end of training with ``images_per_step``: the number of images in this rank's batch at each optimizer step
+(steps 1, 2, ...), so a test can check the ranks really had text-only and image batches side by side.
 """
 
 from __future__ import annotations
@@ -47,14 +49,37 @@ def facts_about(trainer) -> dict:  # noqa: ANN001
 
 
 class Probe(TrainerCallback):
+    """Writes the facts after step 1; counts the images of every batch this rank trains on (wraps
+    ``training_step``, which sees the collated batch: ``pixel_values`` only when the batch has images)."""
+
     def __init__(self, trainer, path: str) -> None:  # noqa: ANN001
         self.trainer = trainer
         self.path = path
+        self.facts: dict = {}
+        self.images_per_step: list[int] = []
+        training_step = trainer.training_step
+
+        def counting_training_step(model, inputs, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            if trainer.args.gradient_accumulation_steps != 1:
+                raise AssertionError("images_per_step assumes one batch per optimizer step")
+            pixels = inputs.get("pixel_values")
+            self.images_per_step.append(0 if pixels is None else int(pixels.shape[0]))
+            return training_step(model, inputs, *args, **kwargs)
+
+        trainer.training_step = counting_training_step
+
+    def write(self) -> None:
+        with open(self.path, "w") as fh:
+            json.dump({**self.facts, "images_per_step": self.images_per_step}, fh)
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
         if state.global_step == 1:
-            with open(self.path, "w") as fh:
-                json.dump(facts_about(self.trainer), fh)
+            self.facts = facts_about(self.trainer)
+            self.write()
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        self.write()
         return control
 
 

@@ -11,9 +11,11 @@ from PIL import Image
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
 
 
-def write_dataset(folder: Path, n_samples: int = 8, image_size: int = 56, text_only: bool = True) -> Path:
-    """``n_samples`` one-image conversations ("What colour?" -> "<colour>.") plus, with ``text_only``, one
-    conversation without image."""
+def write_dataset(
+    folder: Path, n_samples: int = 8, image_size: int = 56, text_only: bool = True, n_text: int = 1
+) -> Path:
+    """``n_samples`` one-image conversations ("What colour?" -> "<colour>.") plus, with ``text_only``, ``n_text``
+    conversations without image."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "images").mkdir(exist_ok=True)
     samples = []
@@ -30,12 +32,12 @@ def write_dataset(folder: Path, n_samples: int = 8, image_size: int = 56, text_o
                 ],
             }
         )
-    if text_only:
+    for i in range(n_text if text_only else 0):
         samples.append(
             {
-                "id": "text",
+                "id": "text" if i == 0 else f"text{i}",
                 "conversations": [
-                    {"from": "user", "value": "Say hello."},
+                    {"from": "user", "value": "Say hello." if i == 0 else f"Say hello {i} times."},
                     {"from": "assistant", "value": "Hello!"},
                 ],
             }
