@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from qwenvl_train.training import train
-from qwenvl_train.training.prepare import part_of
+from qwenvl_train.training.prepare import count_parameters, part_of
+from qwenvl_train.training.trainer import format_count
 from train_fixtures import cpu_args, logged_losses, write_dataset
 
 
@@ -132,7 +133,11 @@ def test_lora_mode_trains_only_adapters_and_saves_them_all(
 
 
 def test_lora_on_base_checkpoint_trains_and_saves_wte_lm_head_and_resampler_targets(
-    tiny_model_dir: Path, data_file: Path, base_weights: dict[str, torch.Tensor], tmp_path: Path
+    tiny_model_dir: Path,
+    data_file: Path,
+    base_weights: dict[str, torch.Tensor],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     base_dir = tmp_path / "qwen-vl-base"
     shutil.copytree(tiny_model_dir, base_dir)
@@ -157,6 +162,25 @@ def test_lora_on_base_checkpoint_trains_and_saves_wte_lm_head_and_resampler_targ
     for name in full:
         base_name = name.removeprefix("base_model.model.").replace(".modules_to_save.default", "")
         assert not torch.equal(trainable[name].detach(), base_weights[base_name]), f"{name} did not change"
+
+    # Parameter counts: the base model's weights once (wte/lm_head as their trainable copies, not also as the frozen
+    # originals peft keeps), plus the LoRA matrices (rank 64: 64 * (in + out) per adapted layer).
+    lora = {name: p for name, p in model.named_parameters() if ".lora_" in name}
+    lora_layers = [m for m in model.modules() if hasattr(m, "lora_A") and "default" in m.lora_A]
+    assert sum(p.numel() for p in lora.values()) == sum(
+        64 * (m.in_features + m.out_features) for m in lora_layers
+    )
+    n_lora = sum(p.numel() for p in lora.values())
+    n_full = base_weights["transformer.wte.weight"].numel() + base_weights["lm_head.weight"].numel()
+    counts = count_parameters(model)
+    assert counts.trainable == n_lora + n_full
+    assert counts.total == sum(t.numel() for t in base_weights.values()) + n_lora
+    summary = next(
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("qwenvl-train: mode")
+    )
+    assert (
+        f"trainable {format_count(counts.trainable)} of {format_count(counts.total)} parameters " in summary
+    )
 
     adapter = load_file(str(out / "adapter_model.safetensors"))
     assert len(adapter) == len(trainable)

@@ -147,9 +147,18 @@ class ParameterCounts:
 
 
 def count_parameters(model: nn.Module) -> ParameterCounts:
-    """Trainable/total parameters; a 4-bit parameter counts as the number of weights it packs."""
+    """Trainable/total parameters; a 4-bit parameter counts as the number of weights it packs.
+
+    The total is the model's weights counted once, plus the adapters: for a module peft trains in full
+    (``modules_to_save``: ``wte``/``lm_head`` of a base checkpoint) only the trainable copy counts, not the frozen
+    ``original_module`` peft keeps beside it.
+    """
+    copies = {id(p) for module in model.modules() if _is_modules_to_save(module)
+              for p in module.original_module.parameters()}  # fmt: skip
     trainable = total = 0
     for param in model.parameters():
+        if id(param) in copies:
+            continue
         n = getattr(param, "ds_numel", None) or param.numel()
         if param.__class__.__name__ == "Params4bit":
             n *= 2  # two 4-bit weights per uint8 element
@@ -157,6 +166,11 @@ def count_parameters(model: nn.Module) -> ParameterCounts:
         if param.requires_grad:
             trainable += n
     return ParameterCounts(trainable=trainable, total=total)
+
+
+def _is_modules_to_save(module: nn.Module) -> bool:
+    """A peft wrapper holding a frozen ``original_module`` and trainable ``modules_to_save`` copies of it."""
+    return type(module).__name__ == "ModulesToSaveWrapper" and len(getattr(module, "modules_to_save", ())) > 0
 
 
 def prepare_model(model: nn.Module, args: Arguments) -> nn.Module:
