@@ -1,7 +1,13 @@
-"""Operations: exact resume, a non-finite loss stops training, wandb offline logging, length-grouped sampling."""
+"""Operations: exact resume, a save killed half-way, a non-finite loss stops training, wandb offline logging,
+length-grouped sampling."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +18,7 @@ from transformers import TrainerCallback
 import qwenvl_train.training.run as run
 from qwenvl_train.training import parse_args, train
 from qwenvl_train.training.prepare import load_model, load_tokenizer, prepare_model
-from qwenvl_train.training.trainer import NonFiniteLossError
+from qwenvl_train.training.trainer import NonFiniteLossError, resolve_resume
 from train_fixtures import cpu_args, write_dataset
 
 
@@ -71,6 +77,53 @@ def test_resume_reproduces_an_uninterrupted_run(
     assert final_whole.keys() == final_resumed.keys()
     for name in final_whole:
         torch.testing.assert_close(final_resumed[name], final_whole[name], rtol=1e-5, atol=1e-7)
+
+
+def test_a_save_killed_half_way_leaves_the_previous_checkpoint_to_resume_from(
+    tiny_model_dir: Path, data_file: Path, tmp_path: Path
+) -> None:
+    """A real kill: the training process SIGKILLs itself while writing checkpoint-4 (after its weights, optimizer
+    and RNG state, before trainer_state.json); ``--resume_from_checkpoint auto`` then takes checkpoint-2."""
+    out, steps_file = tmp_path / "out", tmp_path / "steps"
+    worker = Path(__file__).with_name("train_kill_worker.py")
+    options = cpu_args(tiny_model_dir, data_file, out, "--tune", "lora", "--max_steps", "4",
+                       "--save_strategy", "steps", "--save_steps", "2")  # fmt: skip
+    env = {
+        **os.environ,
+        "STEPS_FILE": str(steps_file),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+    def train_in_subprocess(*extra: str, kill_at: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(worker), *options, *extra],
+                              env={**env, "KILL_AT_CHECKPOINT": str(kill_at)},
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    killed = train_in_subprocess(kill_at=4)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert steps_file.read_text().split() == ["1", "2", "3", "4"]
+    half = out / "checkpoint-4"
+    for name in ("adapter_model.safetensors", "optimizer.pt", "rng_state.pth"):
+        assert (half / name).is_file(), name  # the save had started...
+    assert not (half / "trainer_state.json").exists()  # ...and was killed before its last file
+    assert not (out / "adapter_model.safetensors").exists()  # no final save either
+    previous = out / "checkpoint-2"
+    assert resolve_resume("auto", str(out)) == str(previous)
+
+    steps_file.unlink()
+    resumed = train_in_subprocess("--resume_from_checkpoint", "auto", kill_at=0)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert steps_file.read_text().split() == ["3", "4"]  # started from checkpoint-2's step, not afresh
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    before = json.loads((previous / "trainer_state.json").read_text())["log_history"]
+    assert [
+        e for e in state["log_history"] if e.get("step", 0) <= 2
+    ] == before  # steps 1-2: checkpoint-2's own
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
+    assert (half / "trainer_state.json").is_file()  # checkpoint-4 written again, complete this time
+    assert (out / "adapter_model.safetensors").is_file()
 
 
 def test_non_finite_loss_stops_training_naming_the_step(
