@@ -42,6 +42,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from ..model.configuration import VISUAL_DEFAULTS
 from .chat import Policy, RenderedSample, RenderError, TextEncoder, render_conversation
 from .images import (
     DEFAULT_MAX_PIXELS,
@@ -59,8 +60,8 @@ logger = logging.getLogger(__name__)
 Truncation = Literal["drop", "cut_turns"]
 OnError = Literal["raise", "skip"]
 VerifyImages = Literal["header", "full", "none"]
-DEFAULT_N_QUERIES = 256
-DEFAULT_IMAGE_SIZE = 448
+DEFAULT_N_QUERIES: int = VISUAL_DEFAULTS["n_queries"]
+DEFAULT_IMAGE_SIZE: int = VISUAL_DEFAULTS["image_size"]
 
 
 class VisionSettings(NamedTuple):

@@ -83,7 +83,7 @@ class QwenVLConfig(PreTrainedConfig):
                 f"hidden_size ({self.hidden_size}), as in the original Qwen attention"
             )
         visual = self.visual or {}
-        n_queries = int(visual.get("n_queries", 256))
+        n_queries = int(visual.get("n_queries", VISUAL_DEFAULTS["n_queries"]))
         if math.isqrt(n_queries) ** 2 != n_queries:
             raise ValueError(
                 f"visual['n_queries'] must be a perfect square (the resampler grid), got {n_queries}"
