@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import threading
-import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from image_fixtures import header_only_png
 from qwenvl_train.data import ConversationDataset, DataValidationError
 from qwenvl_train.data.check import check_data
 from qwenvl_train.tokenizer import QwenVLTokenizer
@@ -51,17 +50,6 @@ def server():
     yield f"http://127.0.0.1:{srv.server_port}"
     srv.shutdown()
     srv.server_close()
-
-
-def header_only_png(path: Path, width: int, height: int) -> Path:
-    """A PNG whose header claims width x height pixels but holds no pixel data (a bomb's header)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
-    return path
 
 
 def run_check(paths, model_dir, tok, **kwargs) -> tuple[int, str]:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import struct
 import threading
 import time
-import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
 from pathlib import Path
@@ -19,6 +17,7 @@ import torch
 from PIL import Image
 
 import qwenvl_train.data.dataset as dataset_module
+from image_fixtures import header_only_png
 from qwenvl_train.data import (
     ConversationDataset,
     DataValidationError,
@@ -48,17 +47,6 @@ def write_json(path: Path, samples) -> Path:
 def write_png(path: Path, color=(200, 10, 10), size=(8, 8), mode="RGB") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new(mode, size, color).save(path)
-    return path
-
-
-def header_only_png(path: Path, width: int, height: int) -> Path:
-    """A PNG whose header claims width x height pixels but holds no pixel data (a bomb's header)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
     return path
 
 
