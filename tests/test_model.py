@@ -145,6 +145,16 @@ def test_loaded_weights_are_the_file_contents(tiny_model_dir: Path, auto_model_c
     assert not loaded.transformer.visual.attn_pool.pos_embed.requires_grad
 
 
+def assert_reloads_identically(model, auto_model_cls, folder: Path, image_ids, pixels) -> None:
+    """``folder`` loads with no missing or unexpected keys and gives bit-identical logits with an image."""
+    reloaded, info = auto_model_cls.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    with torch.no_grad():
+        expected = model(input_ids=image_ids, pixel_values=pixels).logits
+        got = reloaded.eval()(input_ids=image_ids, pixel_values=pixels).logits
+    assert torch.equal(expected, got)
+
+
 def test_save_pretrained_round_trip_gives_identical_logits(
     model, auto_model_cls, tmp_path: Path, image_ids, pixels
 ) -> None:
@@ -152,12 +162,7 @@ def test_save_pretrained_round_trip_gives_identical_logits(
     assert not list(tmp_path.glob("*.bin"))
     assert (tmp_path / "model.safetensors").exists()
     assert "auto_map" not in json.loads((tmp_path / "config.json").read_text())
-    reloaded, info = auto_model_cls.from_pretrained(tmp_path, output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"]
-    with torch.no_grad():
-        expected = model(input_ids=image_ids, pixel_values=pixels).logits
-        got = reloaded.eval()(input_ids=image_ids, pixel_values=pixels).logits
-    assert torch.equal(expected, got)
+    assert_reloads_identically(model, auto_model_cls, tmp_path, image_ids, pixels)
 
 
 def test_original_sharded_bin_layout_loads(
@@ -168,12 +173,7 @@ def test_original_sharded_bin_layout_loads(
     assert sorted(p.name for p in tmp_path.glob("*.bin")) == [
         f"pytorch_model-0000{k}-of-00003.bin" for k in (1, 2, 3)
     ]
-    reloaded, info = auto_model_cls.from_pretrained(tmp_path, output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"]
-    with torch.no_grad():
-        expected = model(input_ids=image_ids, pixel_values=pixels).logits
-        got = reloaded.eval()(input_ids=image_ids, pixel_values=pixels).logits
-    assert torch.equal(expected, got)
+    assert_reloads_identically(model, auto_model_cls, tmp_path, image_ids, pixels)
 
 
 def test_dtype_argument_is_honoured(tiny_model_dir: Path, auto_model_cls, image_ids, pixels) -> None:
