@@ -18,11 +18,8 @@ from qwenvl_train.model.modeling import build_attention_mask, logn_scale, ntk_al
 from qwenvl_train.model.vision import ResamplerAttention, VisionAttention, resize_pos_table, sincos_pos_table
 from qwenvl_train.tiny import make_tiny, save_original_bin_shards
 
-# Real config.json / pytorch_model.bin.index.json of Qwen-VL-Chat, kept next to the checkout (no weights).
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "qwen-vl-chat"
-needs_reference = pytest.mark.skipif(
-    not REFERENCE.exists(), reason=f"reference files not found at {REFERENCE}"
-)
+# Real config.json / pytorch_model.bin.index.json of Qwen-VL-Chat, kept in tests/reference (no weights).
+REFERENCE = Path(__file__).resolve().parent / "reference" / "qwen-vl-chat"
 
 IMG, IMG_END, IMG_PAD = 151857, 151858, 151859
 register()
@@ -64,7 +61,6 @@ def image_ids(nq: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@needs_reference
 def test_full_size_model_has_exactly_the_checkpoint_keys_and_size() -> None:
     index = json.loads((REFERENCE / "pytorch_model.bin.index.json").read_text())
     config = QwenVLConfig.from_pretrained(REFERENCE)
@@ -104,7 +100,6 @@ def test_full_size_model_has_exactly_the_checkpoint_keys_and_size() -> None:
     assert model.transformer.visual.attn_pool.attn.heads == 32
 
 
-@needs_reference
 def test_autoconfig_reads_the_original_config_without_remote_code() -> None:
     from transformers import AutoConfig
 

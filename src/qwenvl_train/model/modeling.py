@@ -28,7 +28,9 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import logging
 
+from ..inference.chat import ChatMixin
 from .configuration import QwenVLConfig
+from .loss import DEFAULT_CHUNK_SIZE, labelled_cross_entropy
 from .vision import Resampler, ResamplerAttention, VisionTransformer, sincos_pos_table
 
 logger = logging.get_logger(__name__)
@@ -507,7 +509,7 @@ def _pick_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | N
     return cache
 
 
-class QwenVLForCausalLM(QwenVLPreTrainedModel, GenerationMixin):
+class QwenVLForCausalLM(ChatMixin, QwenVLPreTrainedModel, GenerationMixin):
     """Qwen-VL with its language-model head: what ``AutoModelForCausalLM`` returns for ``model_type: "qwen"``."""
 
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
@@ -516,6 +518,8 @@ class QwenVLForCausalLM(QwenVLPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.transformer = QwenVLModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        #: Labelled tokens per chunk of output logits in the loss (a runtime setting, not saved).
+        self.loss_chunk_size = DEFAULT_CHUNK_SIZE
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -544,12 +548,18 @@ class QwenVLForCausalLM(QwenVLPreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Cache | None = None,
+        return_logits: bool | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple:
         """Logits and, given ``labels`` (-100 = ignored), the shifted next-token cross-entropy.
 
         ``pixel_values`` ``[n_images, 3, H, W]`` fill the ``<img>`` spans of ``input_ids`` in reading order.
-        ``num_items_in_batch`` (from the Trainer under gradient accumulation) turns the mean into sum / count.
+        ``num_items_in_batch`` (from the Trainer under gradient accumulation) turns the mean into sum / count;
+        ``shift_labels`` may replace ``labels`` (targets already shifted).
+
+        The loss is computed only at the positions whose next-token label is set, in chunks, never through the
+        full logits (:mod:`.loss`). In training mode with labels the logits are therefore not computed at all
+        (``logits`` is None) unless ``return_logits=True``; otherwise they are, as usual.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.transformer(
@@ -564,20 +574,27 @@ class QwenVLForCausalLM(QwenVLPreTrainedModel, GenerationMixin):
             return_dict=True,
         )
         hidden_states = outputs.last_hidden_state
-        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
-            hidden_states = hidden_states[:, -logits_to_keep:]
-        elif isinstance(logits_to_keep, torch.Tensor):
-            hidden_states = hidden_states[:, logits_to_keep]
-        logits = self.lm_head(hidden_states)
-
+        shift_labels = kwargs.get("shift_labels")
         loss = None
-        if labels is not None:
-            loss = self.loss_function(
-                logits=logits,
-                labels=labels,
-                vocab_size=self.config.vocab_size,
+        if labels is not None or shift_labels is not None:
+            loss = labelled_cross_entropy(
+                hidden_states,
+                self.lm_head,
+                labels,
+                shift_labels=shift_labels,
                 num_items_in_batch=kwargs.get("num_items_in_batch"),
+                chunk_size=self.loss_chunk_size,
             )
+        if return_logits is None:
+            # A training step only needs the loss; the full logits cost [tokens, vocab] of compute and memory.
+            return_logits = loss is None or not self.training
+        logits = None
+        if return_logits:
+            if isinstance(logits_to_keep, int) and logits_to_keep > 0:
+                hidden_states = hidden_states[:, -logits_to_keep:]
+            elif isinstance(logits_to_keep, torch.Tensor):
+                hidden_states = hidden_states[:, logits_to_keep]
+            logits = self.lm_head(hidden_states)
         out = CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
