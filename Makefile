@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stamp-install
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format clean
+.PHONY: install test lint format clean merge
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests
 	$(VENV)/bin/ruff check --fix src tests
+
+# make merge ADAPTER=output_qwen_lora OUTPUT=qwen-vl-chat-merged [BASE=/models/Qwen-VL-Chat] [MERGE_ARGS="--dtype bf16"]
+merge: $(STAMP)
+	$(if $(and $(ADAPTER),$(OUTPUT)),,$(error usage: make merge ADAPTER=DIR OUTPUT=DIR [BASE=DIR] [MERGE_ARGS="..."]))
+	$(PY) -m qwenvl_train merge --adapter "$(ADAPTER)" --output "$(OUTPUT)" $(if $(BASE),--base "$(BASE)") $(MERGE_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,10 +1,28 @@
-"""Shared fixtures: the genuine vocabulary and a tiny random model directory built by the project."""
+"""Shared fixtures: a scan cache of the session's own, the genuine vocabulary, a tiny random model directory built
+by the project, and a model directory holding only what check-data reads besides the tokenizer."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scan_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Scans are cached in a folder of this test session, not the user's cache (torchrun children inherit it)."""
+    import os
+
+    folder = tmp_path_factory.mktemp("scan-cache")
+    previous = os.environ.get("QWENVL_TRAIN_SCAN_CACHE")
+    os.environ["QWENVL_TRAIN_SCAN_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["QWENVL_TRAIN_SCAN_CACHE"]
+    else:
+        os.environ["QWENVL_TRAIN_SCAN_CACHE"] = previous
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +39,43 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from qwenvl_train.tiny import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def gptq_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with its decoder blocks quantized to 4-bit GPTQ (vision tower, wte, lm_head untouched), as
+    Qwen-VL-Chat-Int4 is made from Qwen-VL-Chat; quantized by gptqmodel through transformers' GPTQConfig."""
+    pytest.importorskip("gptqmodel")
+    import os
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPTQConfig
+
+    os.environ.setdefault("GPTQMODEL_DISABLE_PACK_EXT", "1")  # skips a ~1 min kernel compile on CPU
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    calibration = [
+        "What colour is the picture? It is red. " * 6,
+        "Say hello. Hello! The cat sat on the mat. " * 6,
+    ]
+    config = GPTQConfig(bits=4, group_size=32, sym=True, desc_act=False, dataset=calibration, tokenizer=tokenizer,
+                        block_name_to_quantize="transformer.h")  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(
+        tiny_model_dir, quantization_config=config, dtype=torch.float32
+    )
+    out = tmp_path_factory.mktemp("gptq") / "model"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "generation_config.json").write_text((tiny_model_dir / "generation_config.json").read_text())
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Only the ``config.json`` check-data reads from a model directory (n_queries 16, image size 56); the
+    tests pass the tokenizer directly."""
+    d = tmp_path_factory.mktemp("model")
+    (d / "config.json").write_text(
+        json.dumps({"model_type": "qwen", "visual": {"n_queries": 16, "image_size": 56}})
+    )
+    return d

@@ -5,7 +5,6 @@ bit-identical."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -22,32 +21,6 @@ pytest.importorskip("bitsandbytes")
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def gptq_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model with its decoder blocks quantized to 4-bit GPTQ (vision tower, wte, lm_head untouched)."""
-    pytest.importorskip("gptqmodel")
-    os.environ.setdefault("GPTQMODEL_DISABLE_PACK_EXT", "1")  # skips a ~1 min kernel compile on CPU
-    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GPTQConfig
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    calibration = [
-        "What colour is the picture? It is red. " * 6,
-        "Say hello. Hello! The cat sat on the mat. " * 6,
-    ]
-    config = GPTQConfig(bits=4, group_size=32, sym=True, desc_act=False, dataset=calibration, tokenizer=tokenizer,
-                        block_name_to_quantize="transformer.h")  # fmt: skip
-    model = AutoModelForCausalLM.from_pretrained(
-        tiny_model_dir, quantization_config=config, dtype=torch.float32
-    )
-    out = tmp_path_factory.mktemp("gptq") / "model"
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    for name in ("generation_config.json",):
-        (out / name).write_text((tiny_model_dir / name).read_text())
-    return out
 
 
 def base_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -1,0 +1,245 @@
+"""``qwenvl-train merge``: fold a LoRA or Q-LoRA adapter into its base and write a complete checkpoint.
+
+    qwenvl-train merge --adapter output_qwen_lora --output qwen-vl-chat-merged
+    qwenvl-train merge --adapter output_qwen_int4 --base /models/Qwen-VL-Chat --output merged-int4 \\
+        --quantize gptq --calib-data data/train.json
+
+The base is the checkpoint named in the adapter's ``adapter_config.json`` unless ``--base`` is given. A LoRA or
+NF4 Q-LoRA adapter is merged by peft into the base loaded unquantized (never re-quantized on the way); modules a
+base-checkpoint adapter trained in full (``wte``/``lm_head``) replace the base's. An adapter trained on a GPTQ
+checkpoint (Qwen-VL-Chat-Int4) is merged into the 16-bit checkpoint given with ``--base``: packed 4-bit weights
+cannot hold the update. ``--quantize gptq`` then re-quantizes the result to the Int4 layout.
+
+The output replaces an original checkpoint unchanged (see :mod:`.layout`) and is renamed into place only once
+complete. Only the standard library is imported at module level, so that building the CLI stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .layout import DTYPE_NAMES, copy_model_files, read_json, staging_folder, write_config, write_weights
+
+DEFAULT_MAX_SHARD_SIZE = "2GB"
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+
+
+class MergeError(RuntimeError):
+    """The merge cannot be done as asked; the message is one line that says why and what to do."""
+
+
+def parse_size(text: str) -> int:
+    """``"2GB"`` -> 2_000_000_000 (decimal units B, KB, MB, GB, TB, as transformers' ``max_shard_size``)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?B)?\s*", text.upper())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a size such as 2GB, 500MB or 1000000")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2) or ""])
+
+
+def resolve_base(adapter: Path, base: str | Path | None = None) -> Path:
+    """The folder of the checkpoint to merge into: ``base``, or ``base_model_name_or_path`` of the adapter.
+
+    Raises:
+        MergeError: no adapter there, the base cannot be found, or the base is quantized (Int4).
+    """
+    adapter_config = read_json(adapter / "adapter_config.json")
+    if not adapter_config:
+        raise MergeError(
+            f"{adapter}: no adapter_config.json, so not a LoRA adapter folder "
+            "(the output of a --tune full run is already a complete model)"
+        )
+    if base is None:
+        named = adapter_config.get("base_model_name_or_path")
+        path = Path(named or "")
+        if not named or not (path / "config.json").is_file():
+            raise MergeError(
+                f"base model {named!r} (base_model_name_or_path in {adapter / 'adapter_config.json'}) not found: "
+                "pass --base DIR, the folder of the checkpoint the adapter was trained on"
+            )
+    else:
+        path = Path(base)
+        if not (path / "config.json").is_file():
+            raise MergeError(f"--base {base}: no config.json in that folder")
+    method = (read_json(path / "config.json").get("quantization_config") or {}).get("quant_method")
+    if method:
+        raise MergeError(
+            f"{path} holds {method} 4-bit weights (like Qwen-VL-Chat-Int4), which cannot hold the adapter's update: "
+            "pass --base DIR with the 16-bit checkpoint it was quantized from (e.g. Qwen-VL-Chat for "
+            "Qwen-VL-Chat-Int4), and add --quantize gptq --calib-data FILE for an Int4 result"
+        )
+    return path
+
+
+def default_dtype(base_config: dict[str, Any], quantize: str | None) -> str:
+    """fp16 for a GPTQ export (as Qwen-VL-Chat-Int4), otherwise the dtype the base is stored in (bf16 if unsaid)."""
+    if quantize:
+        return "fp16"
+    stored = base_config.get("torch_dtype") or base_config.get("dtype")
+    return {name: short for short, name in DTYPE_NAMES.items()}.get(stored, "bf16")
+
+
+def merge(
+    adapter: str | Path,
+    output: str | Path,
+    base: str | Path | None = None,
+    dtype: str | None = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    quantize: str | None = None,
+    calib_data: Sequence[str | Path] | None = None,
+) -> Path:
+    """Merge ``adapter`` into its base and write the checkpoint to ``output``.
+
+    Args:
+        adapter: the adapter folder a ``--tune lora``/``qlora`` run wrote.
+        output: the folder to create (it must not exist).
+        base: the checkpoint to merge into (default: the adapter's ``base_model_name_or_path``).
+        dtype: ``bf16``, ``fp16`` or ``fp32`` (default: see :func:`default_dtype`).
+        max_shard_size: largest safetensors shard, in bytes or as ``"2GB"``.
+        quantize: ``"gptq"`` to re-quantize the merged model to 4-bit (the Qwen-VL-Chat-Int4 layout).
+        calib_data: conversation files to calibrate the quantization on (needed with ``quantize``).
+
+    Returns:
+        ``output``.
+
+    Raises:
+        MergeError: a known problem, with a one-line message.
+    """
+    adapter, output = Path(adapter), Path(output)
+    base_dir = resolve_base(adapter, base)
+    check_request(base_dir, adapter, output, quantize, calib_data, dtype)
+    base_config = read_json(base_dir / "config.json")
+    dtype = dtype or default_dtype(base_config, quantize)
+    print(f"merge: adapter {adapter} into {base_dir} ({DTYPE_NAMES[dtype]})", flush=True)
+
+    with staging_folder(output) as folder:
+        copy_model_files(base_dir, adapter, folder)
+        model = merged_model(base_dir, adapter, dtype)
+        quantization = None
+        if quantize == "gptq":
+            from transformers import AutoTokenizer
+
+            from .quantize import quantize_gptq
+
+            quantization = quantize_gptq(model, AutoTokenizer.from_pretrained(folder), calib_data or ())
+        write_config(base_config, folder, dtype, quantization)
+        write_weights(model.state_dict(), folder, max_shard_size)
+    print(f"merge: done: {output}", flush=True)
+    return output
+
+
+def check_request(
+    base_dir: Path,
+    adapter: Path,
+    output: Path,
+    quantize: str | None,
+    calib_data: Sequence[str | Path] | None,
+    dtype: str | None,
+) -> None:
+    """Everything that can be checked before loading a model.
+
+    Raises:
+        MergeError: the output exists, no vocabulary, an unknown dtype, or a quantization without its calibration
+            data or in a dtype other than fp16.
+    """
+    if output.exists():
+        raise MergeError(
+            f"{output} already exists: choose a new --output (a merge never writes over a folder)"
+        )
+    if not any((folder / "qwen.tiktoken").is_file() for folder in (base_dir, adapter)):
+        raise MergeError(
+            f"neither {base_dir} nor {adapter} holds qwen.tiktoken: run `qwenvl-train vocab --dest {base_dir}`"
+        )
+    if quantize not in (None, "gptq"):
+        raise MergeError(f"--quantize {quantize}: only gptq is supported")
+    if dtype not in (None, *DTYPE_NAMES):
+        raise MergeError(f"--dtype {dtype}: choose from {', '.join(DTYPE_NAMES)}")
+    if quantize and dtype not in (None, "fp16"):
+        raise MergeError(f"--quantize gptq writes fp16, as Qwen-VL-Chat-Int4 does: drop --dtype {dtype}")
+    if quantize and not calib_data:
+        raise MergeError(
+            "--quantize gptq needs --calib-data FILE: conversations in the training format (your training data, "
+            "for instance) to calibrate the 4-bit weights on"
+        )
+    for path in calib_data or ():
+        if not Path(path).is_file():
+            raise MergeError(f"--calib-data {path}: no such file")
+
+
+def merged_model(base_dir: Path, adapter: Path, dtype: str) -> Any:
+    """The base loaded unquantized in ``dtype`` with the adapter merged in by peft (a plain ``QwenVLForCausalLM``)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, DTYPE_NAMES[dtype]))
+    try:
+        model = PeftModel.from_pretrained(model, adapter)
+    except RuntimeError as exc:  # shapes that do not match: an adapter trained on another model
+        lines = [line.strip() for line in str(exc).strip().splitlines()]
+        detail = next((line for line in lines if line.startswith("size mismatch")), lines[0])
+        raise MergeError(f"{adapter} does not fit {base_dir}: {detail}") from None
+    return model.merge_and_unload()
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``merge`` on a CLI's subparsers; the handler is :func:`run`."""
+    parser = subparsers.add_parser(
+        "merge",
+        help="merge a LoRA/Q-LoRA adapter into its base: a checkpoint in the original layout",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    parser.add_argument(
+        "--adapter", required=True, metavar="DIR", help="adapter folder (adapter_config.json)"
+    )
+    parser.add_argument("--output", required=True, metavar="DIR", help="folder to create")
+    parser.add_argument(
+        "--base",
+        metavar="DIR",
+        help="checkpoint to merge into (default: the adapter's base_model_name_or_path; for an adapter trained "
+        "on Qwen-VL-Chat-Int4, the 16-bit Qwen-VL-Chat)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=sorted(DTYPE_NAMES),
+        help="dtype to write (default: the base's torch_dtype; fp16 with --quantize gptq)",
+    )
+    parser.add_argument(
+        "--max-shard-size",
+        type=parse_size,
+        default=DEFAULT_MAX_SHARD_SIZE,
+        metavar="SIZE",
+        help=f"largest safetensors shard (default {DEFAULT_MAX_SHARD_SIZE})",
+    )
+    parser.add_argument(
+        "--quantize", choices=["gptq"], help="re-quantize to 4-bit GPTQ (the Qwen-VL-Chat-Int4 layout)"
+    )
+    parser.add_argument(
+        "--calib-data", nargs="+", metavar="FILE", help="conversations to calibrate --quantize gptq on"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler for parsed ``merge`` arguments; returns the exit status (1 with one error line)."""
+    from ..data.sources import DataValidationError
+
+    try:
+        merge(
+            args.adapter,
+            args.output,
+            args.base,
+            args.dtype,
+            args.max_shard_size,
+            args.quantize,
+            args.calib_data,
+        )
+    except (MergeError, DataValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
