@@ -213,6 +213,25 @@ class QwenVLTokenizer(PreTrainedTokenizer):
                 )
         return text
 
+    @staticmethod
+    def to_list_format(text: str) -> list[dict[str, str]]:
+        """Split text into ``{"text"|"image"|"ref"|"box"|"quad": value}`` items, as the original tokenizer did.
+
+        Values are strings as written (a box is ``"(x1,y1),(x2,y2)"``); joining the items back with their tags
+        gives the text again. Malformed markup never raises (see ``qwenvl_train.inference.boxes``).
+        """
+        from .inference.boxes import to_list_format
+
+        return to_list_format(text)
+
+    @staticmethod
+    def draw_bbox_on_latest_picture(response: str, history: list[tuple[str, str]] | None = None) -> Any:
+        """The latest picture of the conversation with the response's boxes drawn (a Pillow image), or None
+        when there is no picture or no box. See ``qwenvl_train.inference.draw``."""
+        from .inference.draw import draw_bbox_on_latest_picture
+
+        return draw_bbox_on_latest_picture(response, history)
+
     # ------------------------------------------------------------------ decoding
     def _decode(
         self,
