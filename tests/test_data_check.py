@@ -26,16 +26,6 @@ def tok(vocab_file) -> QwenVLTokenizer:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """Only what check-data reads from a model directory besides the tokenizer (passed in directly)."""
-    d = tmp_path_factory.mktemp("model")
-    (d / "config.json").write_text(
-        json.dumps({"model_type": "qwen", "visual": {"n_queries": 16, "image_size": 56}})
-    )
-    return d
-
-
-@pytest.fixture(scope="module")
 def server():
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
@@ -79,7 +69,7 @@ def test_demo_report_dump_and_show(tok, model_dir, tmp_path):
 
 
 def test_reference_policy_show_marks_control_tokens(tok, model_dir):
-    code, report = run_check([DEMO], model_dir, tok, show=1, policy="reference")
+    code, report = run_check([DEMO], model_dir, tok, show=1, label_policy="reference")
     assert code == 0
     assert "[[<|im_start|>]]system\nYou are a helpful assistant.[[<|im_end|>\n<|im_start|>]]user" in report
 
@@ -106,7 +96,7 @@ def test_over_max_length_and_literal_control_tokens_are_reported_not_errors(tok,
             ]
         )
     )
-    code, report = run_check([data], model_dir, tok, max_len=60)
+    code, report = run_check([data], model_dir, tok, model_max_length=60)
     assert code == 0, report
     assert "over max length 60: 1 samples" in report and "sample 'long'" in report
     assert "literal control tokens (encoded as plain text): 2 in 1 samples" in report
@@ -114,7 +104,7 @@ def test_over_max_length_and_literal_control_tokens_are_reported_not_errors(tok,
 
 
 def _conv(*values: str, roles=("user", "assistant")) -> list[dict]:
-    return [{"from": roles[i % 2], "value": v} for i, v in enumerate(values)]
+    return [{"from": roles[i % len(roles)], "value": v} for i, v in enumerate(values)]
 
 
 # (name, file name, content (str: raw text, else JSON), expected substrings of the error line)
@@ -176,6 +166,24 @@ MALFORMED = [
     ("truncated_image", "d.json", [{"id": "a", "conversations": _conv("<img>cut.png</img>q", "a")}], ["sample 'a': turn 0:", "cut.png: cannot decode"]),
     ("enormous_image", "d.json", [{"id": "a", "conversations": _conv("<img>bomb.png</img>q", "a")}], ["sample 'a': turn 0:", "decompression bomb"]),
     ("url_404", "d.json", [{"id": "a", "conversations": _conv("<img>{server}/x.png</img>q", "a")}], ["sample 'a': turn 0:", "/x.png: HTTP 404"]),
+    # conversation shape: alternating user/assistant after an optional system turn, user first, assistant last
+    ("starts_with_assistant", "d.json", [{"id": "a", "conversations": _conv("hello", "q", "a", roles=("assistant", "user"))}], ["sample 'a': turn 0: the conversation starts with an assistant turn"]),
+    ("starts_with_assistant_after_system", "d.json", [{"id": "a", "conversations": [{"from": "system", "value": "s"}] + _conv("hello", "q", "a", roles=("assistant", "user"))}], ["sample 'a': turn 1: the conversation starts with an assistant turn"]),
+    ("two_user_turns", "d.json", [{"id": "a", "conversations": _conv("q", "q2", "a", roles=("user", "user", "assistant"))}], ["sample 'a': turn 1: two user turns in a row"]),
+    ("two_assistant_turns", "d.json", [{"id": "a", "conversations": _conv("q", "a", "a2", roles=("user", "assistant", "assistant"))}], ["sample 'a': turn 2: two assistant turns in a row"]),
+    ("ends_with_user", "d.json", [{"id": "a", "conversations": _conv("q", "a", "q2")}], ["sample 'a': turn 2: the conversation ends with a user turn"]),
+    ("empty_value", "d.json", [{"id": "a", "conversations": _conv("", "a")}], ["sample 'a': turn 0: empty value"]),
+    ("blank_value", "d.json", [{"id": "a", "conversations": _conv("q", " \n ")}], ["sample 'a': turn 1: empty value"]),
+    ("empty_system", "d.json", [{"id": "a", "conversations": [{"from": "system", "value": ""}] + _conv("q", "a")}], ["sample 'a': turn 0: empty value"]),
+    ("image_in_assistant", "d.json", [{"id": "a", "conversations": _conv("q", "Here: <img>good.png</img>")}], ["sample 'a': turn 1: an image in an assistant turn"]),
+    ("markup_in_system", "d.json", [{"id": "a", "conversations": [{"from": "system", "value": "See <img>good.png</img>"}] + _conv("q", "a")}], ["sample 'a': turn 0: markup in the system turn (<img> at character 4)"]),
+    ("role_with_spaces", "d.json", [{"id": "a", "conversations": _conv("q", "a", roles=("user ", "assistant"))}], ["sample 'a': turn 0: unknown role 'user ' (no spaces around a role)"]),
+    # box coordinates: ASCII digits only, no line break
+    ("box_plus_sign", "d.json", [{"id": "a", "conversations": _conv("q", "<ref>x</ref><box>(+1,2),(3,4)</box>")}], ["turn 1: <box>(+1,2),(3,4)</box>: coordinate '+1' is not an integer (ASCII digits 0-9 only)"]),
+    ("box_fullwidth_digits", "d.json", [{"id": "a", "conversations": _conv("q", "<ref>x</ref><box>(\uff11,2),(3,4)</box>")}], ["turn 1:", "coordinate '\uff11' is not an integer"]),
+    ("box_arabic_indic_digits", "d.json", [{"id": "a", "conversations": _conv("q", "<ref>x</ref><box>(1,2),(3,\u0664)</box>")}], ["turn 1:", "coordinate '\u0664' is not an integer"]),
+    ("box_line_break", "d.json", [{"id": "a", "conversations": _conv("q", "<ref>x</ref><box>(1,2),\n(3,4)</box>")}], ["turn 1: <box>(1,2),\\n(3,4)</box>: a line break inside <box>"]),
+    ("quad_tab", "d.json", [{"id": "a", "conversations": _conv("q", "<ref>x</ref><quad>(1,2),\t(3,4),(5,6),(7,8)</quad>")}], ["turn 1:", "'\\t' inside <quad>"]),
 ]  # fmt: skip
 
 
@@ -185,6 +193,7 @@ WHOLE_FILE = {"bad_json", "bad_json_multiline", "empty_list"}  # errors that cos
 def _write_case(folder: Path, file_name: str, content, server: str) -> Path:
     (folder / "folder").mkdir()
     (folder / "text.png").write_text("not an image")
+    Image.new("RGB", (4, 4), (10, 200, 10)).save(folder / "good.png")
     buf = io.BytesIO()
     Image.effect_noise((64, 64), 50).convert("RGB").save(buf, "PNG")
     (folder / "cut.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
@@ -214,12 +223,12 @@ def test_malformed_input_is_reported_with_the_sample(
         assert part in line, line
     # training reads the same data the same way: it refuses it with the same line ...
     with pytest.raises(DataValidationError) as info:
-        ConversationDataset(
+        ConversationDataset.from_files(
             [good, data], tok, n_queries=16, image_size=56, verify_images="full", image_timeout=5
         )
     assert line in str(info.value)
     # ... or, when asked, skips the bad part, keeps the good sample and says so
-    ds = ConversationDataset(
+    ds = ConversationDataset.from_files(
         [good, data], tok, n_queries=16, image_size=56, verify_images="full", image_timeout=5, on_error="skip"
     )
     kept = ["fine", "a"] if name == "bad_jsonl_line" else ["fine"]  # the JSONL file's good line is kept
@@ -239,7 +248,19 @@ def test_cli_check_data(tiny_model_dir, tmp_path, capsys):
     from qwenvl_train.cli import main
 
     assert (
-        main(["check-data", str(DEMO), "--model", str(tiny_model_dir), "--max-len", "64", "--show", "1"]) == 0
+        main(
+            [
+                "check-data",
+                str(DEMO),
+                "--model",
+                str(tiny_model_dir),
+                "--model_max_length",
+                "64",
+                "--show",
+                "1",
+            ]
+        )
+        == 0
     )
     out = capsys.readouterr().out
     assert "samples: 8 read, 8 ok" in out and "over max length 64:" in out and "[[" in out

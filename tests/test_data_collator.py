@@ -55,7 +55,7 @@ def test_span_and_image_counts_must_agree():
 
 def test_dataloader_with_workers_loads_images(vocab_file):
     tok = QwenVLTokenizer(vocab_file=str(vocab_file))
-    ds = ConversationDataset(DEMO, tok, n_queries=16, image_size=56)
+    ds = ConversationDataset.from_files(DEMO, tok, n_queries=16, image_size=56)
     loader = DataLoader(ds, batch_size=4, collate_fn=DataCollator(), num_workers=2)
     batches = list(loader)
     assert sum(b["input_ids"].shape[0] for b in batches) == len(ds)

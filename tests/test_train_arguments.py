@@ -61,9 +61,14 @@ def test_help_documents_every_option() -> None:
         assert option in text
 
 
-def test_quant_needs_qlora(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit):
+def test_quant_needs_qlora(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
         parse_args(["--tune", "lora", "--quant", "nf4", "--output_dir", str(tmp_path)])
+    assert info.value.code == 2
+    assert "error: --quant nf4 needs --tune qlora" in capsys.readouterr().err
+    assert (
+        parse_args(["--tune", "qlora", "--quant", "nf4", "--output_dir", str(tmp_path)]).quant.quant == "nf4"
+    )
 
 
 def test_resume_auto_skips_a_checkpoint_whose_save_was_killed(tmp_path: Path) -> None:
@@ -85,3 +90,36 @@ def test_example_yaml_config_parses(tmp_path: Path) -> None:
     args = parse_args(["--config", str(config), "--output_dir", str(tmp_path), "--bf16", "false"])
     assert args.model.tune == "lora" and args.lora.lora_r == 64 and args.training.learning_rate == 1e-4
     assert args.training.gradient_accumulation_steps == 8 and args.training.bf16 is False
+
+
+DATA_OPTIONS = ["--model_max_length", "64", "--truncation", "cut_turns", "--on_error", "skip",
+                "--label_policy", "reference", "--verify_images", "none", "--allow_bare_boxes",
+                "--max_image_pixels", "123", "--image_timeout", "2.5"]  # fmt: skip
+
+
+def test_train_and_check_data_take_the_same_data_options(tmp_path: Path) -> None:
+    from qwenvl_train.cli import build_parser as cli_parser
+    from qwenvl_train.data.options import DataOptions
+
+    check = cli_parser().parse_args(["check-data", "d.json", "--model", "m", *DATA_OPTIONS])
+    train = parse_args(["--output_dir", str(tmp_path), *DATA_OPTIONS])
+    expected = DataOptions(64, "cut_turns", "skip", "reference", "none", True, 123, 2.5)
+    assert DataOptions.from_namespace(check) == DataOptions.from_namespace(train.data) == expected
+    # the same defaults, except that check-data decodes every image
+    check = cli_parser().parse_args(["check-data", "d.json", "--model", "m"])
+    train = parse_args(["--output_dir", str(tmp_path)])
+    assert DataOptions.from_namespace(train.data) == DataOptions()
+    assert DataOptions.from_namespace(check) == DataOptions(verify_images="full")
+    with pytest.raises(SystemExit):
+        cli_parser().parse_args(["check-data", "d.json", "--model", "m", "--truncation", "cut"])
+    with pytest.raises(SystemExit):
+        parse_args(["--output_dir", str(tmp_path), "--truncation", "cut"])
+
+
+def test_data_options_are_checked_when_built_in_code() -> None:
+    from qwenvl_train.data.options import DataOptions
+
+    with pytest.raises(ValueError, match="truncation='cut': choose from drop, cut_turns"):
+        DataOptions(truncation="cut")
+    with pytest.raises(ValueError, match="model_max_length=0"):
+        DataOptions(model_max_length=0)

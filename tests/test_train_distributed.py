@@ -9,8 +9,6 @@ The saved folder must reload complete, and the learning rate must follow the com
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from qwenvl_train.training.prepare import part_of
-from train_fixtures import write_dataset
+from train_fixtures import cpu_env, free_port, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("train_dist_worker.py")
@@ -47,19 +45,6 @@ def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     asserts it happened."""
     assert STEPS * 2 == 5 + 3
     return write_dataset(tmp_path_factory.mktemp("data"), n_samples=5, n_text=3)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
 
 
 def run_checked(cmd: list[str], env: dict[str, str], timeout: int = 400) -> None:

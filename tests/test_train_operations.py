@@ -134,13 +134,13 @@ def test_non_finite_loss_stops_training_naming_the_step(
     )
     tokenizer = load_tokenizer(args)
     model = prepare_model(load_model(args), args)
-    train_set, _ = run.build_datasets(args, tokenizer, model)
+    train_set, _ = run.build_datasets(args, tokenizer)
     trainer = run.build_trainer(args, model, tokenizer, train_set)
 
     def poison(module, inputs, output):  # noqa: ANN001, ANN202
         return output * float("nan") if trainer.state.global_step == 2 else output
 
-    model.get_base_model().lm_head.register_forward_hook(poison)
+    model.get_base_model().transformer.ln_f.register_forward_hook(poison)
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at step 3 of 6"):
         trainer.train()
 
@@ -165,26 +165,54 @@ def test_wandb_offline_run_records_train_loss(
     assert records.count(b"train/loss") >= 3
 
 
-def test_length_grouped_order_depends_only_on_seed_and_epoch(
-    tiny_model_dir: Path, data_file: Path, tmp_path: Path
-) -> None:
-    args = parse_args(
-        cpu_args(
-            tiny_model_dir,
-            data_file,
-            tmp_path,
-            "--tune",
-            "lora",
-            "--train_sampling_strategy",
-            "group_by_length",
-        )
-    )
+def write_varied_lengths(folder: Path, n: int = 120) -> Path:
+    """``n`` text samples whose answers hold 1..12 words: ten samples of each of twelve lengths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = [
+        {"id": f"t{i}", "conversations": [{"from": "user", "value": "Count."},
+                                          {"from": "assistant", "value": " ".join(["word"] * (1 + i % 12))}]}
+        for i in range(n)
+    ]  # fmt: skip
+    path = folder / "varied.json"
+    path.write_text(json.dumps(samples))
+    return path
+
+
+def test_length_grouped_order_depends_only_on_seed_and_epoch(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """batch 1 x 1 process, 120 samples: LengthGroupedSampler draws four megabatches of 30 (min(50, 120 / 4) x the
+    batch), each sorted longest first; the longest sample of all is then swapped to the very front."""
+    data = write_varied_lengths(tmp_path / "data")
+
+    def sampler_for(seed: int):  # noqa: ANN202
+        args = parse_args(
+            cpu_args(tiny_model_dir, data, tmp_path, "--tune", "lora", "--train_sampling_strategy", "group_by_length",
+                     "--per_device_train_batch_size", "1", "--data_seed", str(seed))
+        )  # fmt: skip
+        return run.build_trainer(args, model, tokenizer, train_set)._get_train_sampler()
+
+    args = parse_args(cpu_args(tiny_model_dir, data, tmp_path, "--tune", "lora"))
     tokenizer = load_tokenizer(args)
     model = prepare_model(load_model(args), args)
-    train_set, _ = run.build_datasets(args, tokenizer, model)
-    sampler = run.build_trainer(args, model, tokenizer, train_set)._get_train_sampler()
+    train_set, _ = run.build_datasets(args, tokenizer)
+    lengths = train_set.lengths.tolist()
+    assert len(set(lengths)) == 12 and len(lengths) == 120
+
+    sampler = sampler_for(seed=0)
     first = list(sampler)
+    assert sorted(first) == list(range(120))  # every sample once
+    assert lengths[first[0]] == max(lengths)
+    for start in range(
+        0, 120, 30
+    ):  # grouped: within a megabatch, longest first (after the swapped first one)
+        group = [lengths[i] for i in first[start + 1 : start + 30]]
+        assert len(set(group)) > 1
+        assert group == sorted(group, reverse=True), start
     torch.manual_seed(1234)  # unrelated RNG use must not change the order
-    assert list(sampler) == first and sorted(first) == list(range(len(train_set)))
+    assert list(sampler) == first
     sampler.set_epoch(1)
-    assert sorted(sampler) == sorted(first)
+    second = list(sampler)
+    assert second != first and sorted(second) == sorted(first)  # each epoch draws another order ...
+    sampler.set_epoch(0)
+    assert list(sampler) == first  # ... and the same one again when replayed (resume)
+    other_seed = list(sampler_for(seed=1))
+    assert other_seed != first and sorted(other_seed) == sorted(first)

@@ -30,11 +30,46 @@ def test_wheel_with_wrong_file_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "qwen.tiktoken").exists()
 
 
-def test_corrupted_cache_is_replaced_or_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("QWENVL_TRAIN_CACHE", str(tmp_path))
-    (tmp_path / "qwen.tiktoken").write_bytes(b"not the vocabulary\n")
-    with pytest.raises(vocab.VocabError, match="sha256"):
-        vocab.verify(tmp_path / "qwen.tiktoken")
+def _wheel_holding(path: Path, data: bytes) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(vocab.WHEEL_MEMBER, data)
+    return path
+
+
+def test_corrupted_cache_is_replaced(
+    vocab_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("QWENVL_TRAIN_CACHE", str(cache))
+    cache.mkdir()
+    (cache / "qwen.tiktoken").write_bytes(b"not the vocabulary\n")
+    downloads = []
+
+    def download(dest: Path, package: str) -> Path:  # the registry, serving a genuine wheel
+        downloads.append(package)
+        return _wheel_holding(dest / "dashscope-1-py3-none-any.whl", vocab_file.read_bytes())
+
+    monkeypatch.setattr(vocab, "_download_wheel", download)
+    assert vocab.ensure_vocab() == cache / "qwen.tiktoken"
+    assert downloads == ["dashscope"]  # the corrupted file was not trusted: fetched again
+    assert (cache / "qwen.tiktoken").read_bytes() == vocab_file.read_bytes()
+    vocab.ensure_vocab()
+    assert downloads == ["dashscope"]  # the genuine file, now cached, is used as it is
+
+
+def test_corrupted_cache_with_a_bad_download_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("QWENVL_TRAIN_CACHE", str(cache))
+    cache.mkdir()
+    (cache / "qwen.tiktoken").write_bytes(b"not the vocabulary\n")
+    monkeypatch.setattr(
+        vocab, "_download_wheel", lambda dest, package: _wheel_holding(dest / "bad.whl", b"aGVsbG8= 0\n")
+    )
+    with pytest.raises(vocab.VocabError, match="wrong sha256"):
+        vocab.ensure_vocab()
+    assert not (cache / "qwen.tiktoken").exists()  # neither the corrupted file nor the bad one is left
 
 
 def test_no_registry_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,12 @@
-"""Helpers shared by the tests/test_train_*.py files: a tiny image+text dataset and the usual CPU options."""
+"""Helpers shared by the tests/test_train_*.py files: a tiny image+text dataset, the usual CPU options, and
+what torchrun needs on CPU."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import sys
 from pathlib import Path
 
 import torch
@@ -73,3 +77,18 @@ def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def logged_losses(trainer) -> list[float]:
     """The training losses the Trainer logged, in order."""
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on (for torchrun's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_env() -> dict[str, str]:
+    """The environment for torchrun on CPU: DeepSpeed's CPU accelerator, one thread, this venv first on PATH."""
+    env = dict(os.environ)
+    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env

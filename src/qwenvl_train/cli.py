@@ -4,6 +4,9 @@
     qwenvl-train make-tiny DIR [--seed N]      write a tiny random Qwen-VL checkpoint (original format)
     qwenvl-train check-data DATA... --model DIR  read data as training does; report lengths and errors
     qwenvl-train train [--config FILE.yaml] [options]  fine-tune (full, LoRA, Q-LoRA); see `train --help`
+    qwenvl-train merge --adapter DIR --output DIR [--base DIR]  merge an adapter into its base (original layout)
+    qwenvl-train chat --model DIR [--adapter DIR] [--image PATH]... [QUESTION]  ask, or chat interactively
+    qwenvl-train eval --model DIR [--adapter DIR] --data FILE [--out F.json]  score answers (IoU, exact match)
 
 Each sub-command lives in the module of its concern; this file only wires them together.
 """
@@ -54,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.check import add_parser as add_check_data
 
     add_check_data(sub)
+    from .inference import chat_cli, eval_cli
+
+    chat_cli.add_parser(sub)
+    eval_cli.add_parser(sub)
+
+    from .export.merge import add_parser as add_merge
+
+    add_merge(sub)
 
     # `train` owns its (HfArgumentParser) options; main() hands it the rest of the command line.
     sub.add_parser(

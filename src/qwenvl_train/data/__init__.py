@@ -1,12 +1,18 @@
 """Data pipeline: conversation files -> ChatML ids, labels and pixel values.
 
-- :mod:`.sources` reads JSON / JSON Lines samples (aliases, system turn, one-line errors).
+- :mod:`.jsonstream` reads JSON text piece by piece (values with their lines, never the whole file).
+- :mod:`.sources` reads JSON / JSON Lines records (structure, aliases, system turn, one-line errors).
+- :mod:`.rules` checks the shape and content of a conversation.
 - :mod:`.markup` parses ``<img>``, ``<ref>``, ``<box>``, ``<quad>`` with validation.
 - :mod:`.chat` renders ids and labels in one pass under the ``assistant`` or ``reference`` policy.
-- :mod:`.images` opens local / http(s) images safely and converts them to RGB.
-- :mod:`.dataset` builds the training dataset (truncation, error policy, lengths).
+- :mod:`.images` is the one image loader (local / http(s), original pixels).
+- :mod:`.options` defines the data options shared by ``train`` and ``check-data``.
+- :mod:`.scan` is the one scan both use: items, every error, the counts; its stages are in :mod:`.stages`,
+  run over files by worker processes in :mod:`.pipeline`, kept as memory-mapped columns (:mod:`.items`,
+  :mod:`.result`) in the scan cache (:mod:`.cache`).
+- :mod:`.dataset` is the training dataset over a scan's items (images loaded per item).
 - :mod:`.collator` pads batches and stacks images.
-- :mod:`.check` is ``qwenvl-train check-data``.
+- :mod:`.check` is ``qwenvl-train check-data``: the scan plus a printer.
 """
 
 from __future__ import annotations
@@ -15,15 +21,16 @@ from .chat import IGNORE_INDEX, POLICIES, RenderedSample, RenderError, Turn, ren
 from .collator import DataCollator
 from .dataset import (
     ConversationDataset,
-    DatasetSummary,
     SampleLoadError,
     VisionSettings,
     length_grouped_sampler,
     vision_settings,
 )
-from .images import ImageError, load_image, to_rgb
+from .images import ImageError, image_tensor, load_image, resolve_image, to_rgb
 from .markup import MarkupError, parse_value
-from .sources import DataError, DataValidationError, RawSample, read_samples
+from .options import DataOptions
+from .scan import NoSamplesError, ScanItems, ScanResult, ScanSummary, scan
+from .sources import DataError, DataValidationError, RawSample, TrainingDataError, read_samples
 
 __all__ = [
     "IGNORE_INDEX",
@@ -31,21 +38,29 @@ __all__ = [
     "ConversationDataset",
     "DataCollator",
     "DataError",
+    "DataOptions",
     "DataValidationError",
-    "DatasetSummary",
     "ImageError",
     "MarkupError",
+    "NoSamplesError",
     "RawSample",
     "RenderError",
     "RenderedSample",
     "SampleLoadError",
+    "ScanItems",
+    "ScanResult",
+    "ScanSummary",
+    "TrainingDataError",
     "Turn",
     "VisionSettings",
+    "image_tensor",
     "length_grouped_sampler",
     "load_image",
     "parse_value",
     "read_samples",
     "render_conversation",
+    "resolve_image",
+    "scan",
     "to_rgb",
     "vision_settings",
 ]

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, NamedTuple, Protocol
 
 from .. import special_tokens as st
-from .markup import Image, MarkupError, Special, Text, count_control_strings, parse_value
+from .markup import Image, MarkupError, ParsedValue, Special, Text, count_control_strings, parse_value
 
 IGNORE_INDEX = -100
 Policy = Literal["assistant", "reference"]
@@ -149,6 +149,78 @@ def render_conversation(
     """
     if policy not in POLICIES:
         raise RenderError(f"unknown label policy {policy!r} (choose from {', '.join(POLICIES)})")
+    turns = list(turns)
+    dropped = policy == "reference" and bool(turns) and turns[0].role != "user"
+    if dropped:  # as the original finetune.py did
+        turns = turns[1:]
+    if not any(t.role == "assistant" for t in turns):
+        raise RenderError(
+            "no assistant turn to train on"
+            + (" after dropping the first turn" if policy == "reference" else "")
+        )
+    for turn in turns:
+        if turn.role not in ROLES:
+            raise RenderError(f"unknown role {turn.role!r}", turn.index)
+    parsed, errors = parse_turns(turns, allow_bare_boxes=allow_bare_boxes)
+    if errors:
+        raise errors[0]
+    out = render_parsed(turns, parsed, tokenizer, system=system, policy=policy, n_queries=n_queries)
+    out.dropped_first_turn = dropped
+    return out
+
+
+def parse_turns(
+    turns: Sequence[Turn], *, allow_bare_boxes: bool = False
+) -> tuple[list[ParsedValue | None], list[RenderError]]:
+    """Parse the markup of every turn, collecting every error instead of stopping at the first.
+
+    A box may open an assistant answer when the user turn before it holds a ``<ref>`` (see ``markup``); when
+    that user turn's own markup is broken, the answer is given the benefit of the doubt so that one mistake
+    is reported once.
+
+    Returns:
+        For each turn its parsed value (None where its markup is bad), and one error per bad turn.
+    """
+    parsed: list[ParsedValue | None] = []
+    errors: list[RenderError] = []
+    previous_user_has_ref = False
+    for turn in turns:
+        assistant = turn.role == "assistant"
+        try:
+            value = parse_value(
+                turn.value,
+                ref_context=assistant and previous_user_has_ref,
+                allow_bare_boxes=allow_bare_boxes,
+            )
+        except MarkupError as exc:
+            errors.append(RenderError(str(exc), turn.index))
+            parsed.append(None)
+            previous_user_has_ref = not assistant
+            continue
+        parsed.append(value)
+        previous_user_has_ref = not assistant and value.has_ref
+    return parsed, errors
+
+
+def render_parsed(
+    turns: Sequence[Turn],
+    parsed: Sequence[ParsedValue],
+    tokenizer: TextEncoder,
+    *,
+    system: str | None = None,
+    policy: Policy = "assistant",
+    n_queries: int = 256,
+) -> RenderedSample:
+    """Ids and labels of turns whose markup :func:`parse_turns` parsed without error (no checks here).
+
+    Args:
+        turns: user/assistant turns, in the order they are rendered (nothing is dropped here).
+        parsed: their parsed values.
+        tokenizer: anything with ``encode_text``.
+        system: the system prompt; None means ``DEFAULT_SYSTEM_PROMPT``.
+        policy: ``"assistant"`` or ``"reference"``.
+        n_queries: positions per image.
+    """
     ref = policy == "reference"
     enc = tokenizer.encode_text
     nl = enc("\n")
@@ -162,7 +234,7 @@ def render_conversation(
         labels.extend(ids if trained else [IGNORE_INDEX] * len(ids))
 
     out = RenderedSample(input_ids, labels, images=[], image_turns=[], cut_points=[], num_turns=0)
-    out.control_strings.update(count_control_strings(system))
+    count_control_strings(system, into=out.control_strings)
 
     add([st.IM_START_ID], ref)
     add(enc("system") + nl, False)
@@ -170,38 +242,20 @@ def render_conversation(
     add([st.IM_END_ID], ref)
     add(nl, ref)
 
-    turns = list(turns)
-    if ref and turns and turns[0].role != "user":
-        turns = turns[1:]
-        out.dropped_first_turn = True
-    if not any(t.role == "assistant" for t in turns):
-        raise RenderError("no assistant turn to train on" + (" after dropping the first turn" if ref else ""))
-
-    previous_user_has_ref = False
-    for turn in turns:
-        if turn.role not in ROLES:
-            raise RenderError(f"unknown role {turn.role!r}", turn.index)
+    span = [st.IMG_START_ID] + [st.IMG_PAD_ID] * n_queries + [st.IMG_END_ID]
+    for turn, value in zip(turns, parsed, strict=True):
         assistant = turn.role == "assistant"
-        try:
-            parsed = parse_value(
-                turn.value,
-                ref_context=assistant and previous_user_has_ref,
-                allow_bare_boxes=allow_bare_boxes,
-            )
-        except MarkupError as exc:
-            raise RenderError(str(exc), turn.index) from None
-        out.control_strings.update(parsed.control_strings)
-        previous_user_has_ref = not assistant and parsed.has_ref
-
+        if value.control_strings:
+            out.control_strings.update(value.control_strings)
         add([st.IM_START_ID], ref)
         add(enc(turn.role) + nl, False)
-        for seg in parsed.segments:
+        for seg in value.segments:
             if isinstance(seg, Text):
                 add(enc(seg.text), assistant)
             elif isinstance(seg, Special):
                 add([seg.token_id], assistant)
             elif isinstance(seg, Image):
-                add([st.IMG_START_ID] + [st.IMG_PAD_ID] * n_queries + [st.IMG_END_ID], assistant and ref)
+                add(span, assistant and ref)
                 out.images.append(seg.path)
                 out.image_turns.append(turn.index)
         add([st.IM_END_ID], assistant or ref)

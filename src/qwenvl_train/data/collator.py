@@ -20,7 +20,9 @@ class DataCollator:
     ``attention_mask`` (1 on real tokens) and, when the batch has images, ``pixel_values``
     ``[n_images, 3, S, S]`` holding sample 0's images in reading order, then sample 1's, and so on:
     the k-th ``<img>`` span of the flattened batch gets the k-th image, as the model splices them.
-    A batch without images has no ``pixel_values`` key. Other keys (``id``) are dropped.
+    A batch without images has no ``pixel_values`` key. When some items stand in for samples whose image
+    failed to load (``replaced``, under ``on_error="skip"``), ``replaced_samples`` (an int) says how many;
+    the Trainer takes it out of the batch and counts it. Other keys (``id``) are dropped.
 
     Attributes:
         pad_id: id used to pad ``input_ids``.
@@ -30,7 +32,7 @@ class DataCollator:
     pad_id: int = st.PAD_ID
     pad_to_multiple_of: int | None = None
 
-    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if not features:
             raise ValueError("empty batch")
         longest = max(len(f["input_ids"]) for f in features)
@@ -57,4 +59,7 @@ class DataCollator:
             raise ValueError(f"batch has {n_spans} <img> spans but {n_images} images")
         if images:
             out["pixel_values"] = torch.cat(images, dim=0)
+        replaced = sum(1 for f in features if f.get("replaced"))
+        if replaced:
+            out["replaced_samples"] = replaced
         return out

@@ -1,42 +1,59 @@
-"""Open, check and preprocess the images named by ``<img>PATH</img>``.
+"""The one image loader: training, ``check-data``, chat and evaluation all open images through :func:`load_image`.
 
-- A local path is absolute or relative to the folder of the data file that names it; an ``http://`` /
-  ``https://`` URL is fetched with a timeout (and a size limit) and fails with a one-line reason.
+- A local path is absolute or relative to the folder of the data file that names it (:func:`resolve_image`);
+  an ``http://`` / ``https://`` URL is fetched with a timeout and a size limit, retried a few times with
+  backoff when the failure may be transient (timeouts, connection errors, HTTP 5xx/408/429), and kept on disk
+  under :func:`url_cache_dir` so that later epochs, other processes and later runs do not fetch it again
+  (delete that folder to fetch afresh).
 - A decompression-bomb guard refuses images with more than ``max_pixels`` pixels, judged from the header
-  before anything is decoded; PIL's own ``DecompressionBombWarning``/``Error`` are caught and reported too.
-- :func:`to_rgb` turns every mode into 8-bit RGB: palette (with or without transparency), alpha (composited
-  on white, so transparent areas do not turn into whatever colour the encoder left under them), 16-bit and
-  32-bit integer or float greyscale (scaled, not clipped), CMYK, 1-bit.
-- The pixel transform (bicubic resize, CLIP normalisation) is the model's ``preprocess_image``. EXIF
-  orientation is not applied, as in the original (the pixels are used as stored).
+  before anything is decoded. Pillow has its own limit (``PIL.Image.MAX_IMAGE_PIXELS``); a larger
+  ``max_pixels`` raises it for the process (it is never lowered), so the limit asked for is the one applied.
+- Pixels are the original Qwen-VL's: ``Image.open(...).convert("RGB")``. Alpha is dropped, not composited on
+  a background (a transparent area shows whatever colour the encoder stored under it); palette, 16-bit,
+  CMYK and the other modes go through Pillow's own conversion; EXIF orientation is not applied (the pixels
+  are used as stored). A model fine-tuned here therefore sees the pixels it will see at inference in the
+  original code and in serving stacks that copied it.
+- The pixel transform (bicubic resize, CLIP normalisation) is the model's ``preprocess_image``.
 
-Every failure raises :class:`ImageError` with a one-line message.
+Every failure raises :class:`ImageError` with a one-line message that names the image.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import tempfile
 import time
 import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..model.image_processing import preprocess_image
 
-DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own default limit (about 0.25 GiB of 24-bit pixels)
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default limit (about 0.25 GiB of 24-bit pixels)
 DEFAULT_TIMEOUT = 10.0  # seconds, per network operation and for the whole download
 DEFAULT_MAX_DOWNLOAD_BYTES = 64 << 20
 URL_SCHEMES = ("http://", "https://")
+URL_ATTEMPTS = 3  # tries per URL, when the failure may be transient
+URL_BACKOFF = 0.5  # seconds before the second try; doubled before each further one
+_TRANSIENT_HTTP = {408, 429}
 
 
 class ImageError(ValueError):
-    """An image cannot be used; the message is one line."""
+    """An image cannot be used; the message is one line.
+
+    Attributes:
+        transient: a network failure that may go away when tried again.
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def is_url(ref: str) -> bool:
@@ -48,17 +65,29 @@ def resolve_image(ref: str, base_dir: str | Path | None) -> str:
     """A local path made absolute against ``base_dir`` (the data file's folder); URLs unchanged."""
     if is_url(ref) or base_dir is None:
         return ref
-    path = Path(os.path.expanduser(ref))
-    return str(path if path.is_absolute() else Path(base_dir) / path)
+    path = os.path.expanduser(ref)
+    return path if os.path.isabs(path) else os.path.join(base_dir, path)
+
+
+def url_cache_dir() -> Path:
+    """Where fetched images are kept: ``images/`` in the project's cache folder (``$QWENVL_TRAIN_CACHE``)."""
+    from ..vocab import cache_dir
+
+    return cache_dir() / "images"
+
+
+def _cache_path(url: str) -> Path:
+    return url_cache_dir() / hashlib.sha256(url.encode("utf-8")).hexdigest()
 
 
 def fetch_url(
     url: str, timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
 ) -> bytes:
-    """Download ``url`` within ``timeout`` seconds and ``max_bytes`` bytes.
+    """Download ``url`` once, within ``timeout`` seconds and ``max_bytes`` bytes (no retry, no cache).
 
     Raises:
-        ImageError: HTTP error status, connection failure, timeout, or too large.
+        ImageError: HTTP error status, connection failure, timeout, or too large (``transient`` says whether
+            trying again may help).
     """
     deadline = time.monotonic() + timeout
     try:
@@ -74,22 +103,67 @@ def fetch_url(
                 if size > max_bytes:
                     raise ImageError(f"{url}: larger than {max_bytes} bytes")
                 if time.monotonic() > deadline:
-                    raise ImageError(f"{url}: download took longer than {timeout:g} s")
+                    raise ImageError(f"{url}: download took longer than {timeout:g} s", transient=True)
                 chunks.append(chunk)
             return b"".join(chunks)
     except urllib.error.HTTPError as exc:
-        raise ImageError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        transient = exc.code >= 500 or exc.code in _TRANSIENT_HTTP
+        raise ImageError(f"{url}: HTTP {exc.code} {exc.reason}", transient) from None
     except urllib.error.URLError as exc:
-        reason = exc.reason
-        if isinstance(reason, TimeoutError):
-            raise ImageError(f"{url}: timed out after {timeout:g} s") from None
-        raise ImageError(f"{url}: cannot fetch ({reason})") from None
+        if isinstance(exc.reason, TimeoutError):
+            raise ImageError(f"{url}: timed out after {timeout:g} s", transient=True) from None
+        raise ImageError(f"{url}: cannot fetch ({exc.reason})", transient=True) from None
     except TimeoutError:
-        raise ImageError(f"{url}: timed out after {timeout:g} s") from None
+        raise ImageError(f"{url}: timed out after {timeout:g} s", transient=True) from None
     except (OSError, ValueError) as exc:
         if isinstance(exc, ImageError):
             raise
-        raise ImageError(f"{url}: cannot fetch ({exc})") from None
+        raise ImageError(f"{url}: cannot fetch ({exc})", transient=True) from None
+
+
+def fetch_url_cached(url: str, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+    """The bytes of ``url`` from the disk cache, or fetched (tried up to ``URL_ATTEMPTS`` times) and cached.
+
+    Raises:
+        ImageError: the last failure, saying how many attempts were made.
+    """
+    cached = _cache_path(url)
+    try:
+        return cached.read_bytes()
+    except OSError:
+        pass
+    for attempt in range(1, URL_ATTEMPTS + 1):
+        try:
+            data = fetch_url(url, timeout)
+            break
+        except ImageError as exc:
+            if not exc.transient or attempt == URL_ATTEMPTS:
+                suffix = f" ({attempt} attempts)" if attempt > 1 else ""
+                raise ImageError(f"{exc}{suffix}", exc.transient) from None
+            time.sleep(URL_BACKOFF * 2 ** (attempt - 1))
+    try:  # written under a temporary name, then renamed: other processes never read half a file
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".partial-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, cached)
+    except OSError:
+        pass  # an unwritable cache only costs another download next time
+    return data
+
+
+def _forget(url: str) -> None:
+    """Drop a cached download that is not a usable image, so that the next epoch fetches it again."""
+    try:
+        _cache_path(url).unlink()
+    except OSError:
+        pass
+
+
+def _allow_pixels(max_pixels: int) -> None:
+    """Raise Pillow's own bomb limit to ``max_pixels`` (never lower it: other callers may need more)."""
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
 
 
 def open_image(
@@ -108,14 +182,16 @@ def open_image(
     Raises:
         ImageError: missing, a directory, unreadable, not an image, or too many pixels.
     """
-    if is_url(ref):
-        source: str | io.BytesIO = io.BytesIO(fetch_url(ref, timeout))
+    url = is_url(ref)
+    if url:
+        source: str | io.BytesIO = io.BytesIO(fetch_url_cached(ref, timeout))
     else:
         if os.path.isdir(ref):
             raise ImageError(f"{ref}: is a directory, not an image")
         if not os.path.exists(ref):
             raise ImageError(f"{ref}: no such file")
         source = ref
+    _allow_pixels(max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -123,8 +199,12 @@ def open_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{ref}: refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
+        if url:
+            _forget(ref)
         raise ImageError(f"{ref}: not a recognised image file") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types; all mean "unreadable"
+        if url:
+            _forget(ref)
         raise ImageError(f"{ref}: cannot open ({type(exc).__name__}: {exc})") from None
     width, height = image.size
     if width * height > max_pixels:
@@ -139,30 +219,18 @@ def open_image(
     return image
 
 
-def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB (see the module docstring for the rules)."""
-    mode = image.mode
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        pixels = np.asarray(image).astype(np.float64)
-        if mode.startswith("I;16"):
-            pixels = pixels / 257.0  # 0..65535 -> 0..255
-        elif mode == "I":
-            pixels = pixels / 257.0 if pixels.max(initial=0) > 255 else pixels
-        elif pixels.max(initial=0) <= 1.0:
-            pixels = pixels * 255.0
-        image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "L")
-        mode = "L"
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif mode in ("LA", "La", "PA", "RGBa") or (mode == "L" and "transparency" in image.info):
-        image = image.convert("RGBA")
-    elif mode == "RGB" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode == "RGBA":
-        canvas = Image.new("RGB", image.size, background)
-        canvas.paste(image, mask=image.getchannel("A"))
-        return canvas
-    return image if image.mode == "RGB" else image.convert("RGB")
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image.convert("RGB")``, as the original: alpha dropped, every other mode by Pillow's conversion.
+
+    Raises:
+        ImageError: a mode Pillow cannot convert.
+    """
+    if image.mode == "RGB":
+        return image
+    try:
+        return image.convert("RGB")
+    except ValueError as exc:
+        raise ImageError(f"cannot convert mode {image.mode} to RGB ({exc})") from None
 
 
 def load_image(
@@ -171,7 +239,12 @@ def load_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Image.Image:
-    """Open, fully decode and convert an image to RGB.
+    """Open, fully decode and convert an image to RGB: the one loader every command uses.
+
+    Args:
+        ref: a resolved local path (see :func:`resolve_image`) or an http(s) URL.
+        max_pixels: refuse images with more pixels than this.
+        timeout: seconds per network operation for a URL.
 
     Raises:
         ImageError: anything :func:`open_image` refuses, or a truncated / corrupt file.
@@ -181,7 +254,11 @@ def load_image(
         with image:
             image.load()
             return to_rgb(image)
+    except ImageError as exc:
+        raise ImageError(f"{ref}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - truncated data surfaces as OSError, SyntaxError, zlib errors...
+        if is_url(ref):
+            _forget(ref)
         raise ImageError(f"{ref}: cannot decode ({type(exc).__name__}: {exc})") from None
 
 

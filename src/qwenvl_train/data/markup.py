@@ -7,6 +7,11 @@ Markup (case-sensitive, exactly these tags)::
     <box>(x1,y1),(x2,y2)</box>        a box: integers in [0, 1000), x1 <= x2, y1 <= y2
     <quad>(x1,y1),...,(x4,y4)</quad>  a quadrilateral: four points, integers in [0, 1000)
 
+Coordinates are ASCII digits 0-9 only: no sign (``+7``), no full-width or other Unicode digits (``１２``),
+and only spaces may separate the numbers (no tab or line break). Anything else is an error, not text
+trained as written: the body is trained as text, and a model would learn to write coordinates that
+nothing downstream parses.
+
 How text is split into tokens: the value is cut at the tags; each text piece between two tags is
 NFC-normalised and encoded on its own, with every special-token string in it treated as plain text,
 and each tag becomes its special id. This equals what the original tokenizer produced (it normalised
@@ -29,7 +34,7 @@ Where a ``<box>`` / ``<quad>`` may appear (the "ref context" rule). A box belong
    box). That case is decided by the caller via ``ref_context``.
 
 Anything else (a bare ``<box>`` in running text) is an error, unless ``allow_bare_boxes=True``
-(``--allow-bare-boxes``): the original ``from_list_format`` can emit a box without a ref, so data made
+(``--allow_bare_boxes``): the original ``from_list_format`` can emit a box without a ref, so data made
 that way is legal but loses the link between phrase and box; it is rejected by default so the mistake
 is seen.
 """
@@ -57,7 +62,8 @@ CONTROL_STRINGS: tuple[str, ...] = tuple(
 _CONTROL_RE = re.compile("|".join(re.escape(t) for t in sorted(CONTROL_STRINGS, key=len, reverse=True)))
 
 COORD_MAX = 1000  # coordinates are integers in [0, COORD_MAX)
-_POINT_RE = re.compile(r"\(\s*([^,()]*?)\s*,\s*([^,()]*?)\s*\)")
+_POINT_RE = re.compile(r"\( *([^,()]*?) *, *([^,()]*?) *\)")
+_INTEGER_RE = re.compile(r"-?[0-9]+")  # a minus sign is accepted here only to say "outside [0, 1000)"
 
 
 class Text(NamedTuple):
@@ -105,36 +111,46 @@ def parse_point_list(body: str, n_points: int, what: str) -> list[tuple[int, int
     Raises:
         MarkupError: on a malformed list, a non-integer, or a coordinate out of range.
     """
+    shown = f"<{what}>{printable(body)}</{what}>"
+    for ch in body:
+        if ch.isspace() and ch != " ":
+            kind = "a line break" if ch in "\r\n" else repr(ch)
+            raise MarkupError(f"{shown}: {kind} inside <{what}> (only spaces may separate the numbers)")
     points: list[tuple[int, int]] = []
     pos = 0
-    stripped = body.strip()
+    stripped = body.strip(" ")
     while pos < len(stripped):
         if points:
             if stripped[pos] != ",":
-                raise MarkupError(
-                    f"<{what}>{body}</{what}>: expected ',' between points at {stripped[pos:]!r}"
-                )
+                raise MarkupError(f"{shown}: expected ',' between points at {stripped[pos:]!r}")
             pos += 1
-            while pos < len(stripped) and stripped[pos].isspace():
+            while pos < len(stripped) and stripped[pos] == " ":
                 pos += 1
         m = _POINT_RE.match(stripped, pos)
         if not m:
-            raise MarkupError(f"<{what}>{body}</{what}>: expected a point '(x,y)' at {stripped[pos:]!r}")
+            raise MarkupError(f"{shown}: expected a point '(x,y)' at {stripped[pos:]!r}")
         coords = []
         for raw in m.groups():
-            if not re.fullmatch(r"[+-]?\d+", raw):
-                raise MarkupError(f"<{what}>{body}</{what}>: coordinate {raw!r} is not an integer")
+            if not _INTEGER_RE.fullmatch(raw):
+                raise MarkupError(f"{shown}: coordinate {raw!r} is not an integer (ASCII digits 0-9 only)")
             value = int(raw)
             if not 0 <= value < COORD_MAX:
-                raise MarkupError(f"<{what}>{body}</{what}>: coordinate {value} is outside [0, {COORD_MAX})")
+                raise MarkupError(f"{shown}: coordinate {value} is outside [0, {COORD_MAX})")
             coords.append(value)
         points.append((coords[0], coords[1]))
         pos = m.end()
-        while pos < len(stripped) and stripped[pos].isspace():
+        while pos < len(stripped) and stripped[pos] == " ":
             pos += 1
     if len(points) != n_points:
-        raise MarkupError(f"<{what}>{body}</{what}>: {len(points)} point(s), expected {n_points}")
+        raise MarkupError(f"{shown}: {len(points)} point(s), expected {n_points}")
     return points
+
+
+def printable(text: str) -> str:
+    """``text`` with line breaks and other non-printable characters escaped, for a one-line message."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def validate_box(body: str) -> tuple[int, int, int, int]:
@@ -150,9 +166,13 @@ def validate_quad(body: str) -> list[tuple[int, int]]:
     return parse_point_list(body, 4, "quad")
 
 
-def count_control_strings(text: str) -> Counter[str]:
-    """Occurrences of special-token strings (other than markup tags) in ``text``."""
-    return Counter(m.group(0) for m in _CONTROL_RE.finditer(text))
+def count_control_strings(text: str, into: Counter[str] | None = None) -> Counter[str]:
+    """Occurrences of special-token strings (other than markup tags) in ``text``, added to ``into`` (a new
+    counter when None)."""
+    counts = Counter() if into is None else into
+    if "<" in text:  # most text has none: no regex scan, no update
+        counts.update(m.group(0) for m in _CONTROL_RE.finditer(text))
+    return counts
 
 
 def parse_value(value: str, *, ref_context: bool = False, allow_bare_boxes: bool = False) -> ParsedValue:
@@ -182,7 +202,7 @@ def parse_value(value: str, *, ref_context: bool = False, allow_bare_boxes: bool
         text = value[pos : m.start() if m else n]
         if text:
             segments.append(Text(text))
-            parsed.control_strings.update(count_control_strings(text))
+            count_control_strings(text, into=parsed.control_strings)
             if not (prev == "start" and text.isspace()):
                 prev = "other"
         if not m:
@@ -213,7 +233,7 @@ def parse_value(value: str, *, ref_context: bool = False, allow_bare_boxes: bool
             if not body.strip():
                 raise MarkupError(f"empty <ref></ref> at character {m.start()}")
             parsed.has_ref = True
-            parsed.control_strings.update(count_control_strings(body))
+            count_control_strings(body, into=parsed.control_strings)
             segments += [Special(st.REF_START_ID), Text(body), Special(st.REF_END_ID)]
             prev = "chain"
         else:  # box / quad
@@ -221,7 +241,7 @@ def parse_value(value: str, *, ref_context: bool = False, allow_bare_boxes: bool
             if not (in_context or allow_bare_boxes):
                 raise MarkupError(
                     f"<{name}> at character {m.start()} is not attached to a <ref> (it must directly "
-                    f"follow </ref> or another box; use --allow-bare-boxes to accept bare boxes)"
+                    f"follow </ref> or another box; use --allow_bare_boxes to accept bare boxes)"
                 )
             if name == "box":
                 validate_box(body)

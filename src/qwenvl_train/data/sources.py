@@ -7,27 +7,45 @@ Accepted input (the original Qwen-VL format)::
         {"from": "user", "value": "Picture 1: <img>images/a.png</img>\\nWhat is this?"},
         {"from": "assistant", "value": "A cat."}]}]
 
-- A ``.json`` file holds a list of samples (or one sample object); a ``.jsonl`` / ``.ndjson`` file, or a
-  ``.json`` file that is really JSON Lines, holds one sample per line. Several files are concatenated.
+- A ``.json`` file holds a list of samples (or one sample object); a ``.jsonl`` / ``.ndjson`` file holds one
+  sample per line. A file whose content is the other format is read for what it is, with a note: a ``.json``
+  file of JSON Lines, a ``.jsonl`` file holding one JSON list or pretty-printed objects spread over several
+  lines. Several files are concatenated.
 - Roles: ``user`` (alias ``human``), ``assistant`` (alias ``gpt``), ``system`` (first turn only; it
-  replaces the default system prompt for that sample). Case is ignored.
+  replaces the default system prompt for that sample). Case is ignored (``Human``, ``GPT``); spaces are
+  not (``"user "`` is an error).
 - ``id`` is optional (string or integer); without it a sample is called ``#N``, its 0-based position
   in its file. Other keys are ignored.
 
-Every problem becomes a :class:`DataError` naming the file, line/column where known, sample id and
-turn index (0-based position in ``conversations``); reading never stops at the first bad sample.
+Files are read incrementally (:class:`FileRecords`, over :mod:`.jsonstream`): JSON Lines line by line, a JSON
+list element by element, so that neither the whole text nor all the decoded objects are ever held at once; each
+record is decoded where it is scanned (:func:`sample_from_record`), typically in a worker process.
+
+This module checks structure only (types, keys, role names); the order of the turns and their content are
+checked by :mod:`.rules`. Every problem becomes a :class:`DataError` naming the file, line/column where
+known, sample id and turn index (0-based position in ``conversations``); reading never stops at the first
+bad sample, and a sample keeps its well-formed turns next to its errors so that later stages can report
+their problems too.
 """
 
 from __future__ import annotations
 
-import bisect
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple
 
 from .chat import Turn
+from .jsonstream import (
+    Cursor,
+    JsonSyntaxError,
+    TextDecodeError,
+    TextStream,
+    iter_lines,
+    iter_list,
+    iter_values,
+)
 
 ROLE_ALIASES: dict[str, str] = {
     "user": "user",
@@ -75,7 +93,11 @@ class DataError:
         return ": ".join(parts) + ": " + reason
 
 
-class DataValidationError(ValueError):
+class TrainingDataError(ValueError):
+    """The data cannot be trained on; ``qwenvl-train train`` prints the message as lines and exits 1."""
+
+
+class DataValidationError(TrainingDataError):
     """Raised when a dataset has errors and bad samples are not to be skipped."""
 
     def __init__(self, errors: Sequence[DataError], shown: int = 20) -> None:
@@ -86,20 +108,23 @@ class DataValidationError(ValueError):
             lines.append(f"... and {more} more")
         super().__init__(
             f"{len(self.errors)} error(s) in the training data (run `qwenvl-train check-data` for the full "
-            "report, or skip bad samples explicitly with on_error='skip'):\n  " + "\n  ".join(lines)
+            "report, or skip bad samples explicitly with --on_error skip):\n  " + "\n  ".join(lines)
         )
 
 
 @dataclass
 class RawSample:
-    """A structurally valid sample, before rendering.
+    """One record of a data file, before rendering.
 
     Attributes:
         id: the sample id (or ``#N``).
-        turns: user/assistant turns (roles resolved).
+        turns: the well-formed user/assistant turns (roles resolved), in order.
         system: the sample's system prompt, or None for the default.
         file: the file it came from (images are relative to its folder).
         line: 1-based line where the sample starts.
+        errors: structural problems (bad JSON, wrong types, missing keys, unknown roles); a sample with
+            any cannot be trained, but its well-formed turns are still checked.
+        explicit_id: the id was written in the data (not the ``#N`` stand-in).
     """
 
     id: str
@@ -107,226 +132,276 @@ class RawSample:
     system: str | None
     file: Path
     line: int | None = None
+    errors: list[DataError] = field(default_factory=list)
+    explicit_id: bool = False
 
     def error(self, reason: str, turn: int | None = None) -> DataError:
         """A :class:`DataError` about this sample."""
         return DataError(str(self.file), reason, self.id, turn, self.line)
 
 
+@dataclass
+class FileContents:
+    """What reading one file gave.
+
+    Attributes:
+        samples: one per record, structurally broken ones included (their ``errors`` say why).
+        errors: problems that cost the whole file (unreadable, not JSON, no samples).
+        notes: things worth saying that are not errors (a ``.jsonl`` file that holds a JSON list, ...).
+    """
+
+    samples: list[RawSample] = field(default_factory=list)
+    errors: list[DataError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def sample_from_object(
-    obj: Any, file: Path, index: int, line: int | None
-) -> tuple[RawSample | None, list[DataError]]:
-    """Validate one decoded JSON object as a sample.
+def _resolve_role(role: str) -> str | None:
+    """The canonical role, or None. Case is ignored; spaces are not."""
+    return ROLE_ALIASES.get(role) or ROLE_ALIASES.get(role.lower())
+
+
+def sample_from_object(obj: Any, file: Path, index: int, line: int | None) -> RawSample:
+    """Validate the structure of one decoded JSON object as a sample.
 
     Returns:
-        ``(sample, [])`` when valid, ``(None, errors)`` otherwise.
+        The sample with every structural problem in ``errors`` (empty when well-formed).
     """
-
-    def err(reason: str, sample_id: str | None = None, turn: int | None = None) -> DataError:
-        return DataError(str(file), reason, sample_id, turn, line)
-
     default_id = f"#{index}"
+    sample = RawSample(default_id, [], None, file, line)
+
+    def err(reason: str, turn: int | None = None) -> None:
+        sample.errors.append(DataError(str(file), reason, sample.id, turn, line))
+
     if not isinstance(obj, dict):
-        return None, [err(f"sample is a {_type_name(obj)}, expected an object", default_id)]
+        err(f"sample is a {_type_name(obj)}, expected an object")
+        return sample
     raw_id = obj.get("id", None)
-    if raw_id is None:
-        sample_id = default_id
-    elif isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
-        return None, [err(f"'id' is a {_type_name(raw_id)}, expected a string or integer", default_id)]
-    else:
-        sample_id = str(raw_id)
+    if raw_id is not None:
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+            err(f"'id' is a {_type_name(raw_id)}, expected a string or integer")
+            return sample
+        sample.id, sample.explicit_id = str(raw_id), True
     if "conversations" not in obj:
         keys = ", ".join(repr(k) for k in list(obj)[:6]) or "none"
-        return None, [err(f"missing key 'conversations' (keys: {keys})", sample_id)]
+        err(f"missing key 'conversations' (keys: {keys})")
+        return sample
     conv = obj["conversations"]
     if not isinstance(conv, list):
-        return None, [err(f"'conversations' is a {_type_name(conv)}, expected a list", sample_id)]
+        err(f"'conversations' is a {_type_name(conv)}, expected a list")
+        return sample
     if not conv:
-        return None, [err("empty conversations", sample_id)]
+        err("empty conversations")
+        return sample
 
-    errors: list[DataError] = []
-    turns: list[Turn] = []
-    system: str | None = None
     for i, turn in enumerate(conv):
         if not isinstance(turn, dict):
-            errors.append(err(f"turn is a {_type_name(turn)}, expected an object", sample_id, i))
+            err(f"turn is a {_type_name(turn)}, expected an object", i)
             continue
         missing = [k for k in ("from", "value") if k not in turn]
         if missing:
-            errors.append(err(f"missing key {missing[0]!r} in turn", sample_id, i))
+            err(f"missing key {missing[0]!r} in turn", i)
             continue
         role, value = turn["from"], turn["value"]
         if not isinstance(role, str):
-            errors.append(err(f"'from' is a {_type_name(role)}, expected a string", sample_id, i))
+            err(f"'from' is a {_type_name(role)}, expected a string", i)
             continue
         if not isinstance(value, str):
-            errors.append(err(f"'value' is a {_type_name(value)}, expected a string", sample_id, i))
+            err(f"'value' is a {_type_name(value)}, expected a string", i)
             continue
-        resolved = ROLE_ALIASES.get(role.strip().lower())
+        resolved = _resolve_role(role)
         if resolved is None:
-            errors.append(
-                err(
-                    f"unknown role {role!r} (expected user/human, assistant/gpt, or a first system turn)",
-                    sample_id,
-                    i,
-                )
+            hint = " (no spaces around a role)" if _resolve_role(role.strip()) else ""
+            err(
+                f"unknown role {role!r}{hint} (expected user/human, assistant/gpt, or a first system turn)",
+                i,
             )
         elif resolved == "system":
             if i != 0:
-                errors.append(err("a system turn is only allowed as the first turn", sample_id, i))
+                err("a system turn is only allowed as the first turn", i)
             else:
-                system = value
+                sample.system = value
         else:
-            turns.append(Turn(resolved, value, i))
-    if errors:
-        return None, errors
-    if not turns:
-        return None, [err("no user or assistant turns (only a system turn)", sample_id)]
-    if not any(t.role == "assistant" for t in turns):
-        return None, [err("no assistant turn: nothing to train on", sample_id)]
-    return RawSample(sample_id, turns, system, file, line), []
+            sample.turns.append(Turn(resolved, value, i))
+    return sample
 
 
-class _LineIndex:
-    """Character offset -> 1-based (line, column)."""
+class Record(NamedTuple):
+    """One record of a data file as read, not yet decoded: its JSON text, the 1-based line where it starts, and
+    its 0-based position among the file's records (what ``#N`` names a sample without id by)."""
 
-    def __init__(self, text: str) -> None:
-        self.starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
-
-    def __call__(self, offset: int) -> tuple[int, int]:
-        line = bisect.bisect_right(self.starts, offset)
-        return line, offset - self.starts[line - 1] + 1
+    text: str
+    line: int
+    index: int
 
 
-def _skip_ws(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in " \t\r\n":
-        pos += 1
-    return pos
+class FileRecords:
+    """The records of one data file, read incrementally (see the module docstring for what is accepted).
 
+    Iterate for the :class:`Record` s; afterwards ``errors`` holds what cost the whole file (unreadable, not JSON,
+    empty) and ``notes`` remarks about its format. Only the record being read is held in memory, so a whole-file
+    error may come after records were given out: whoever consumed them forgets them (the scan counts nothing
+    from a file with errors, as when the file is read at once by :func:`read_file`).
 
-def _decode_json_list(text: str, file: Path) -> tuple[list[tuple[Any, int]], list[DataError]]:
-    """Decode a JSON array element by element, keeping each element's start line."""
-    decoder = json.JSONDecoder()
-    where = _LineIndex(text)
-    items: list[tuple[Any, int]] = []
-    pos = _skip_ws(text, 0) + 1  # past '['
-    pos = _skip_ws(text, pos)
-    if pos < len(text) and text[pos] == "]":
-        return items, []
-    while True:
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            return [], [
-                DataError(str(file), f"bad JSON: {exc.msg}", line=exc.lineno, col=exc.colno, whole_file=True)
-            ]
-        items.append((obj, where(pos)[0]))
-        pos = _skip_ws(text, end)
-        if pos < len(text) and text[pos] == ",":
-            pos = _skip_ws(text, pos + 1)
-            continue
-        if pos < len(text) and text[pos] == "]":
-            rest = _skip_ws(text, pos + 1)
-            if rest < len(text):
-                line, col = where(rest)
-                return [], [
-                    DataError(
-                        str(file), "bad JSON: extra data after the list", line=line, col=col, whole_file=True
-                    )
-                ]
-            return items, []
-        line, col = where(pos)
-        reason = "unexpected end of file" if pos >= len(text) else f"expected ',' or ']' at {text[pos]!r}"
-        return [], [DataError(str(file), f"bad JSON: {reason}", line=line, col=col, whole_file=True)]
-
-
-def _decode_json_lines(text: str, file: Path) -> tuple[list[tuple[Any, int]], list[DataError]]:
-    items: list[tuple[Any, int]] = []
-    errors: list[DataError] = []
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            items.append((json.loads(line), lineno))
-        except json.JSONDecodeError as exc:
-            errors.append(DataError(str(file), f"bad JSON: {exc.msg}", line=lineno, col=exc.colno))
-    return items, errors
-
-
-def read_file(path: str | Path) -> tuple[list[RawSample], list[DataError]]:
-    """Read every sample of one file.
-
-    Returns:
-        The valid samples and the errors; a file that cannot be read or decoded gives one error.
+    Attributes:
+        file: the file.
+        errors: whole-file problems (complete once iteration ends).
+        notes: remarks that are not errors (meaningful only when ``errors`` is empty).
     """
-    file = Path(path)
-    if not file.exists():
-        return [], [DataError(str(file), "no such file", whole_file=True)]
-    if file.is_dir():
-        return [], [DataError(str(file), "is a directory, expected a .json or .jsonl file", whole_file=True)]
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        return [], [DataError(str(file), f"cannot read: {exc}", whole_file=True)]
 
-    start = _skip_ws(text, 0)
-    if file.suffix.lower() in JSONL_SUFFIXES:
-        items, errors = _decode_json_lines(text, file)
-    elif start >= len(text):
-        return [], [DataError(str(file), "empty file", whole_file=True)]
-    elif text[start] == "[":
-        items, errors = _decode_json_list(text, file)
-    else:
+    def __init__(self, path: str | Path) -> None:
+        self.file = Path(path)
+        self.errors: list[DataError] = []
+        self.notes: list[str] = []
+        self._open_files: list[BinaryIO] = []
+        self._reading: TextStream | None = None  # the stream the records come from
+
+    @property
+    def bytes_read(self) -> int:
+        """How far into the file the records have been read, in bytes (for progress bars)."""
+        return self._reading.bytes_read if self._reading else 0
+
+    def _whole_file(self, reason: str, line: int | None = None, col: int | None = None) -> None:
+        self.errors.append(DataError(str(self.file), reason, line=line, col=col, whole_file=True))
+
+    def __iter__(self) -> Iterator[Record]:
+        if not self.file.exists():
+            self._whole_file("no such file")
+        elif self.file.is_dir():
+            self._whole_file("is a directory, expected a .json or .jsonl file")
+        else:
+            count = 0
+            try:
+                for count, (text, line) in enumerate(self._values(), start=1):
+                    yield Record(text, line, count - 1)
+            except (OSError, TextDecodeError) as exc:
+                self._whole_file(f"cannot read: {exc}")
+            except JsonSyntaxError as exc:
+                self._whole_file(f"bad JSON: {exc.reason}", exc.line, exc.col)
+            finally:
+                for fh in self._open_files:
+                    fh.close()
+                self._open_files.clear()
+            if not count and not self.errors:
+                self._whole_file("no samples in file")
+
+    def _cursor(self) -> Cursor:
+        """A cursor at the start of the file (a new handle each time: the file may be read more than once)."""
+        fh = open(self.file, "rb")  # noqa: SIM115 - closed when the iteration ends
+        self._open_files.append(fh)
+        return Cursor(TextStream(fh))
+
+    def _from(self, cursor: Cursor) -> Cursor:
+        """``cursor``, recorded as the one the records come from."""
+        self._reading = cursor.stream
+        return cursor
+
+    def _values(self) -> Iterator[tuple[str, int]]:
+        """``(text, line)`` of every record, in the format the content turns out to be."""
+        cursor = self._from(self._cursor())
+        first = cursor.skip_whitespace()
+        jsonl = self.file.suffix.lower() in JSONL_SUFFIXES
+        if not first:
+            self._whole_file("empty file")
+        elif first == "[":
+            if jsonl:
+                self.notes.append(f"{self.file}: holds one JSON list, not JSON Lines; read as JSON")
+            yield from iter_list(cursor)
+        elif jsonl:
+            yield from self._json_lines()
+        else:
+            yield from self._one_value_or_lines(cursor, first)
+
+    def _one_value_or_lines(self, cursor: Cursor, first: str) -> Iterator[tuple[str, int]]:
+        """A ``.json`` file that is not a list: one sample object, or JSON Lines (with a note)."""
+        value = cursor.value()
+        if not cursor.skip_whitespace():
+            yield value
+            return
+        if first != "{":
+            raise cursor.error("Extra data", cursor.pos)
+        self.notes.append(f"{self.file}: holds JSON Lines, not a JSON list; read as JSON Lines")
+        yield from self._lines(self._from(self._cursor()))
+
+    def _json_lines(self) -> Iterator[tuple[str, int]]:
+        """A ``.jsonl`` file: one value per line; or, when its first line is not JSON but the whole file is JSON
+        written over several lines per sample, those values (with a note)."""
+        lines = self._lines(self._from(self._cursor()))
+        first = next(lines, None)
+        if first is None:
+            return
         try:
-            items, errors = [(json.loads(text), _LineIndex(text)(start)[0])], []
-        except json.JSONDecodeError as exc:
-            if text[start] == "{" and exc.msg == "Extra data":
-                items, errors = _decode_json_lines(text, file)  # JSON Lines under a .json name
-            else:
-                return [], [
-                    DataError(
-                        str(file), f"bad JSON: {exc.msg}", line=exc.lineno, col=exc.colno, whole_file=True
-                    )
-                ]
+            json.loads(first[0])
+        except json.JSONDecodeError:
+            if self._all_values():
+                self.notes.append(
+                    f"{self.file}: holds JSON written over several lines per sample, not JSON Lines (one sample "
+                    "per line); read as JSON"
+                )
+                yield from iter_values(self._from(self._cursor()))
+                return
+        yield first
+        yield from lines
 
-    if not items and not errors:
-        return [], [DataError(str(file), "no samples in file", whole_file=True)]
-    samples: list[RawSample] = []
-    for index, (obj, line) in enumerate(items):
-        sample, sample_errors = sample_from_object(obj, file, index, line)
-        errors.extend(sample_errors)
-        if sample is not None:
-            samples.append(sample)
-    return samples, errors
+    def _all_values(self) -> bool:
+        """The whole file is JSON values one after another (read through once more, nothing kept)."""
+        try:
+            for _ in iter_values(self._cursor()):
+                pass
+        except JsonSyntaxError:
+            return False
+        return True
+
+    @staticmethod
+    def _lines(cursor: Cursor) -> Iterator[tuple[str, int]]:
+        """The lines that are not blank (a line that is not JSON is a record too, an error of its own)."""
+        for line, number in iter_lines(cursor.stream):
+            if line.strip():
+                yield line, number
 
 
-def count_rejected(errors: Iterable[DataError]) -> tuple[int, int]:
-    """``(samples, files)`` lost to reading errors: distinct samples (a bad JSON Lines record counts as
-    one) and whole files (unreadable, or a ``.json`` list that does not parse)."""
-    samples = {(e.file, e.sample_id, e.line) for e in errors if not e.whole_file}
-    files = {e.file for e in errors if e.whole_file}
-    return len(samples), len(files)
+def sample_from_record(record: Record, file: Path) -> RawSample:
+    """Decode one record and validate its structure; a record that is not JSON (a JSON Lines line) is a sample
+    with one error, its record lost."""
+    try:
+        obj = json.loads(record.text)
+    except json.JSONDecodeError as exc:
+        error = DataError(str(file), f"bad JSON: {exc.msg}", line=record.line, col=exc.colno)
+        return RawSample(f"#{record.index}", [], None, file, record.line, [error])
+    return sample_from_object(obj, file, record.index, record.line)
+
+
+def read_file(path: str | Path) -> FileContents:
+    """Read every record of one file (see the module docstring for what is accepted), all at once: stage 1 of
+    the scan on its own (the scan itself reads :class:`FileRecords` incrementally)."""
+    records = FileRecords(path)
+    samples = [sample_from_record(record, records.file) for record in records]
+    if records.errors:
+        return FileContents([], records.errors, [])
+    return FileContents(samples, [], records.notes)
 
 
 def read_samples(paths: str | Path | Iterable[str | Path]) -> tuple[list[RawSample], list[DataError]]:
-    """Read and concatenate the samples of several files (in the order given).
+    """Read and concatenate the structurally valid samples of several files (in the order given).
 
     Args:
         paths: one path or several.
 
     Returns:
-        All valid samples and all errors.
+        The samples without structural errors, and every error (whole-file ones and those of samples).
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     samples: list[RawSample] = []
     errors: list[DataError] = []
     for path in paths:
-        file_samples, file_errors = read_file(path)
-        samples.extend(file_samples)
-        errors.extend(file_errors)
+        contents = read_file(path)
+        errors += contents.errors
+        for sample in contents.samples:
+            errors += sample.errors
+            if not sample.errors:
+                samples.append(sample)
     return samples, errors

@@ -20,6 +20,8 @@ import transformers
 import yaml
 from transformers import HfArgumentParser
 
+from ..data.options import DataOptions
+
 TUNE_MODES = ("full", "lora", "qlora")
 DEFAULT_LEARNING_RATE = {"full": 1e-5, "lora": 1e-4, "qlora": 1e-4}
 DEFAULT_LORA_TARGETS = ["c_attn", "attn.c_proj", "w1", "w2"]
@@ -81,8 +83,8 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
-    """Where the conversations are and what happens to samples that do not fit."""
+class DataArguments(DataOptions):
+    """Where the conversations are, and the data options ``check-data`` shares (see ``data/options.py``)."""
 
     data_path: list[str] = field(
         default_factory=lambda: ["data/train.json"],
@@ -93,38 +95,26 @@ class DataArguments:
         },
     )
     eval_data_path: list[str] | None = field(
-        default=None, metadata={"help": "Optional evaluation data, same format.", "nargs": "+"}
-    )
-    model_max_length: int = field(
-        default=2048,
-        metadata={"help": "Maximum tokens per sample (an image costs n_queries + 2 of them)."},
-    )
-    truncation: str = field(
-        default="drop",
+        default=None,
         metadata={
-            "help": "A sample longer than model_max_length is dropped, or cut after the last assistant turn "
-            "that fits (cut_turns). Either way it is counted and reported at start.",
-            "choices": ["drop", "cut_turns"],
+            "help": "Optional evaluation data, same format: eval_loss at each evaluation (default: --eval_data).",
+            "nargs": "+",
         },
     )
-    on_error: str = field(
-        default="raise",
+    eval_data: list[str] | None = field(
+        default=None,
         metadata={
-            "help": "A bad sample (markup, missing image, ...) stops training with every error listed (raise), "
-            "or is left out and counted (skip).",
-            "choices": ["raise", "skip"],
+            "help": "Held-out conversations answered by generation at each evaluation and at the end of training, "
+            "scored as `qwenvl-train eval` does: eval_acc@0.5 and eval_mean_iou (box answers), eval_exact_match "
+            "(other answers). Also used for eval_loss when --eval_data_path is not given.",
+            "nargs": "+",
         },
     )
-    label_policy: str = field(
-        default="assistant",
+    eval_max_new_tokens: int | None = field(
+        default=None,
         metadata={
-            "help": "Which tokens are trained (see the data docs).",
-            "choices": ["assistant", "reference"],
+            "help": "--eval_data: most tokens generated per answer (default: the generation_config's)."
         },
-    )
-    verify_images: str = field(
-        default="header",
-        metadata={"help": "Image check before training.", "choices": ["header", "full", "none"]},
     )
 
 

@@ -9,14 +9,22 @@ Run with ``--help`` for every option; ``--config FILE.yaml`` supplies any of the
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase, set_seed
 
 from ..data.collator import DataCollator
-from ..data.dataset import ConversationDataset
+from ..data.dataset import ConversationDataset, SampleLoadError, VisionSettings, vision_settings
+from ..data.scan import ScanResult, scan
+from ..data.sources import TrainingDataError
 from .arguments import Arguments, parse_args, settings_line
+from .generation_eval import attach_generation_eval
 from .prepare import (
     check_adapter_holds_trainables,
     count_parameters,
@@ -44,37 +52,78 @@ def train(argv: Sequence[str] | None = None) -> QwenVLTrainer:
         args.training.seed
     )  # before the adapters are initialized, so a run is reproducible from its seed
     tokenizer = load_tokenizer(args)
+    train_set, eval_set = build_datasets(args, tokenizer)  # before the model: bad data fails in seconds
     model = prepare_model(load_model(args), args)
-    train_set, eval_set = build_datasets(args, tokenizer, model)
     trainer = build_trainer(args, model, tokenizer, train_set, eval_set)
     trainer.train(
         resume_from_checkpoint=resolve_resume(args.training.resume_from_checkpoint, args.training.output_dir)
     )
+    report_replaced_samples(trainer)
     save(trainer)
     finish_reporting(args)
     return trainer
 
 
+def model_vision_settings(model_name_or_path: str) -> VisionSettings:
+    """``n_queries`` / ``image_size`` of the checkpoint, from its ``config.json`` alone (no weights loaded)."""
+    if Path(model_name_or_path).is_dir():
+        return vision_settings(model_name_or_path)
+    from transformers import AutoConfig
+
+    return vision_settings(AutoConfig.from_pretrained(model_name_or_path))
+
+
 def build_datasets(
-    args: Arguments, tokenizer: PreTrainedTokenizerBase, model: nn.Module
+    args: Arguments, tokenizer: PreTrainedTokenizerBase
 ) -> tuple[ConversationDataset, ConversationDataset | None]:
-    """Training (and optional evaluation) datasets, rendered for this model's image size and query count."""
-    data = args.data
-    options = dict(
-        max_len=data.model_max_length,
-        truncation=data.truncation,
-        on_error=data.on_error,
-        policy=data.label_policy,
-        verify_images=data.verify_images,
-    )
-    config = model.config
-    train_set = ConversationDataset.from_model(data.data_path, tokenizer, config, **options)
-    eval_set = (
-        ConversationDataset.from_model(data.eval_data_path, tokenizer, config, **options)
-        if data.eval_data_path
-        else None
-    )
-    return train_set, eval_set
+    """Scan the training (and optional evaluation) data for this checkpoint's image span, or read the scan from
+    the cache (one process per machine scans while the others wait), check that every rank reached the same
+    verdict, and apply the error policy.
+
+    Raises:
+        TrainingDataError: errors under ``--on_error raise``, no sample left, or ranks that disagree.
+    """
+    settings = model_vision_settings(args.model.model_name_or_path)
+    scans = [scan(args.data.data_path, tokenizer, args.data, n_queries=settings.n_queries)]
+    eval_paths = args.data.eval_data_path or args.data.eval_data  # --eval_data alone gives the loss too
+    if eval_paths:
+        scans.append(scan(eval_paths, tokenizer, args.data, n_queries=settings.n_queries))
+    for result in scans:  # which process scanned, or where the scan was read from
+        print(f"qwenvl-train: {result.provenance}", flush=True)
+    agree_across_ranks(scans)
+    datasets = [ConversationDataset(result, image_size=settings.image_size) for result in scans]
+    return datasets[0], datasets[1] if len(datasets) > 1 else None
+
+
+def scan_fingerprint(result: ScanResult) -> str:
+    """What a rank concluded from a scan: its errors and the lengths of the items it kept."""
+    digest = hashlib.sha256(result.items.lengths.tobytes())
+    digest.update("\n".join(map(str, result.summary.errors)).encode())
+    return f"{len(result.summary.errors)} errors, {len(result.items)} samples kept, {digest.hexdigest()[:12]}"
+
+
+def agree_across_ranks(results: Sequence[ScanResult]) -> None:
+    """Every rank scans the same files and must reach the same verdict and keep the same samples, or the ranks
+    would run different numbers of steps (and hang). Normally they do; when the files change during the scan
+    or a URL fails on some ranks only, stop every rank with the same message.
+
+    Raises:
+        TrainingDataError: the ranks disagree.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    world = torch.distributed.get_world_size()
+    if world == 1:
+        return
+    mine = [scan_fingerprint(result) for result in results]
+    everyone: list[list[str] | None] = [None] * world
+    torch.distributed.all_gather_object(everyone, mine)
+    if any(theirs != everyone[0] for theirs in everyone):
+        ranks = "; ".join(f"rank {rank}: {' / '.join(found or [])}" for rank, found in enumerate(everyone))
+        raise TrainingDataError(
+            f"the ranks read different data ({ranks}): did the files change during the scan, or a URL fail on "
+            "some ranks only? Run `qwenvl-train check-data` and start again"
+        )
 
 
 def build_trainer(
@@ -99,6 +148,10 @@ def build_trainer(
         processing_class=tokenizer,
     )
     trainer.add_callback(StartSummaryCallback(start_summary(args, model, train_set)))
+    if args.data.eval_data:
+        attach_generation_eval(
+            trainer, args.data.eval_data, tokenizer, args.data.on_error, args.data.eval_max_new_tokens
+        )
     return trainer
 
 
@@ -107,14 +160,36 @@ def start_summary(args: Arguments, model: nn.Module, train_set: ConversationData
     counts = count_parameters(model)
     summary = train_set.summary
     parts = ", ".join(f"{part} {state}" for part, state in sorted(summarize_trainable(model).items()))
+    reference = (
+        f", {summary.dropped_first_turns} leading assistant turns dropped"
+        if summary.dropped_first_turns
+        else ""
+    )
     return (
         f"qwenvl-train: mode {args.model.tune} | trainable {format_count(counts.trainable)} of "
         f"{format_count(counts.total)} parameters ({100 * counts.trainable / max(counts.total, 1):.2f}%; {parts}) | "
         f"samples {summary.kept} kept, {summary.samples_read - summary.kept} dropped "
-        f"({summary.dropped_too_long} too long, {summary.skipped} bad), {summary.cut} cut | "
+        f"({summary.dropped_too_long} too long, {summary.skipped} bad), {summary.cut} cut, "
+        f"{summary.duplicate_ids} duplicate ids{reference} | "
         f"world size {args.training.world_size} | effective batch {effective_batch_size(args.training)}\n"
         + settings_line(args)
     )
+
+
+def report_replaced_samples(trainer: QwenVLTrainer) -> int:
+    """Samples replaced because an image failed to load (``--on_error skip``), summed over the ranks; printed
+    once and logged (``replaced_samples``) when there were any. Every rank must call it (a collective)."""
+    count = torch.tensor(trainer.replaced_samples, device=trainer.args.device)
+    total = int(trainer.accelerator.reduce(count, reduction="sum").item())
+    if total:
+        if trainer.is_world_process_zero():
+            print(
+                f"qwenvl-train: {total} sample(s) replaced by the next sample because an image failed to load "
+                "(--on_error skip; the warnings above name them)",
+                flush=True,
+            )
+        trainer.log({"replaced_samples": total})
+    return total
 
 
 def save(trainer: QwenVLTrainer) -> None:
@@ -134,6 +209,21 @@ def finish_reporting(args: Arguments) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry: ``qwenvl-train train ...`` / ``python -m qwenvl_train.train ...``."""
-    train(argv)
+    """Console entry: ``qwenvl-train train ...`` / ``python -m qwenvl_train.train ...``.
+
+    Bad data ends the run with its errors as lines on stderr, without a traceback, and exit status 1: found by
+    the scan, every rank stops and rank 0 prints; an image failing during training (``--on_error raise``) is
+    printed by the rank that loaded it.
+    """
+    try:
+        train(argv)
+    except TrainingDataError as exc:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"qwenvl-train: {exc}", file=sys.stderr, flush=True)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        return 1
+    except SampleLoadError as exc:
+        print(f"qwenvl-train: {exc.line}", file=sys.stderr, flush=True)
+        return 1
     return 0

@@ -24,6 +24,8 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .generation_eval import GenerationEvalMixin
+
 TRAINER_STATE_NAME = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
@@ -54,12 +56,25 @@ class EpochSeededSampler(torch.utils.data.Sampler[int]):
         return iter(self.make_sampler(generator))
 
 
-class QwenVLTrainer(Trainer):
-    """``transformers.Trainer`` with the checks and saving rules of this project (see the module docstring)."""
+class QwenVLTrainer(GenerationEvalMixin, Trainer):
+    """``transformers.Trainer`` with the checks and saving rules of this project (see the module docstring).
+
+    Attributes:
+        replaced_samples: samples this process trained or evaluated in place of one whose image failed to load
+            (``--on_error skip``; the collator's ``replaced_samples``, taken out of the batch here).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.replaced_samples = 0
+
+    def _count_replaced(self, inputs: dict[str, Any]) -> None:
+        self.replaced_samples += int(inputs.pop("replaced_samples", 0))
 
     def training_step(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
     ) -> torch.Tensor:
+        self._count_replaced(inputs)
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss).all():
             step = self.state.global_step + 1
@@ -69,6 +84,10 @@ class QwenVLTrainer(Trainer):
                 f"instead of fp16, or check the data; the last good checkpoint is in {self.args.output_dir}"
             )
         return loss
+
+    def prediction_step(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        self._count_replaced(inputs)
+        return super().prediction_step(model, inputs, *args, **kwargs)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
         dataset = train_dataset if train_dataset is not None else self.train_dataset

@@ -1,0 +1,39 @@
+"""Build training's datasets under torchrun and print a digest of the items each rank got.
+
+Used by tests/test_data_cache.py as ``torchrun ... tests/train_scan_worker.py [train options]``: each rank runs
+``build_datasets`` (the scan, or the cache) exactly as ``train()`` does, then prints
+``ITEMS {"rank": r, "samples": n, "digest": sha256 of every item's id, ids, labels and images}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+
+import torch.distributed as dist
+
+import qwenvl_train.training.run as run
+from qwenvl_train.training.arguments import parse_args
+from qwenvl_train.training.prepare import load_tokenizer
+from qwenvl_train.training.trainer import setup_distributed
+
+
+def main() -> None:
+    args = parse_args(sys.argv[1:])
+    setup_distributed(args.training)
+    train_set, _ = run.build_datasets(args, load_tokenizer(args))
+    digest = hashlib.sha256()
+    for item in train_set.items:
+        digest.update(
+            json.dumps([item.id, item.input_ids.tolist(), item.labels.tolist(), item.images]).encode()
+        )
+    facts = {"rank": int(os.environ["RANK"]), "samples": len(train_set), "digest": digest.hexdigest()}
+    print("ITEMS " + json.dumps(facts), flush=True)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
