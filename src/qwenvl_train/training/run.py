@@ -220,10 +220,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingDataError as exc:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"qwenvl-train: {exc}", file=sys.stderr, flush=True)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        shut_down_process_group(wait=False)
         return 1
     except SampleLoadError as exc:
         print(f"qwenvl-train: {exc.line}", file=sys.stderr, flush=True)
         return 1
+    shut_down_process_group(wait=True)
     return 0
+
+
+def shut_down_process_group(wait: bool) -> None:
+    """Destroy the process group before the interpreter exits.
+
+    Left to interpreter shutdown, gloo's worker threads can be destroyed while still joinable, and a rank dies
+    with SIGABRT ("terminate called without an active exception") after a run that finished; torchrun then
+    reports the whole run as failed. With ``wait`` the ranks first meet at a barrier, so none tears down its
+    communicators while another is still in a collective (the end of a ZeRO-3 save, for instance).
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if wait:
+        torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
