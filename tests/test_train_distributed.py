@@ -211,19 +211,23 @@ def test_launcher_two_nodes_on_one_machine(tiny_model_dir: Path, data_file: Path
 
 
 @pytest.mark.slow
-def test_launcher_qlora_zero2(tiny_model_dir: Path, data_file: Path, tmp_path: Path) -> None:
-    """finetune_qlora_ds.sh as a script: Q-LoRA with an NF4 base (bitsandbytes) under ZeRO-2 on two processes
-    trains and saves an adapter."""
-    pytest.importorskip("bitsandbytes")
+@pytest.mark.parametrize("quant", ["nf4", "gptq"])
+def test_launcher_qlora_zero2(
+    quant: str, tiny_model_dir: Path, data_file: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """finetune_qlora_ds.sh as a script: Q-LoRA under ZeRO-2 on two processes, on an NF4 base (bitsandbytes) or
+    on the Qwen-VL-Chat-Int4 layout (GPTQ), trains and saves an adapter."""
+    pytest.importorskip("bitsandbytes" if quant == "nf4" else "gptqmodel")
+    model = tiny_model_dir if quant == "nf4" else request.getfixturevalue("gptq_model_dir")
     out = tmp_path / "out"
-    stdout = run_launcher("finetune_qlora_ds.sh", 2, tiny_model_dir, data_file, out)
+    stdout = run_launcher("finetune_qlora_ds.sh", 2, model, data_file, out)
     assert "mode qlora" in stdout and "world size 2" in stdout
     check_trainer_state(out)
     check_saved(out, "lora", tiny_model_dir)
     args = torch.load(out / "training_args.bin", weights_only=False)
     assert args.deepspeed.endswith("zero2.json") and args.world_size == 2
     adapter = json.loads((out / "adapter_config.json").read_text())
-    assert adapter["peft_type"] == "LORA" and adapter["base_model_name_or_path"] == str(tiny_model_dir)
+    assert adapter["peft_type"] == "LORA" and adapter["base_model_name_or_path"] == str(model)
 
 
 def logged(out: Path) -> dict[int, tuple[float, float]]:
