@@ -1,5 +1,6 @@
-"""Two processes under ``torchrun`` (gloo, CPU): DDP, DeepSpeed ZeRO-2/ZeRO-3 and FSDP2, full and LoRA, plus the
-shell launchers run as scripts.
+"""Two processes under ``torchrun`` (gloo, CPU): DDP, DeepSpeed ZeRO-2/ZeRO-3 and FSDP2, full and LoRA; the shell
+launchers run as scripts (LoRA and Q-LoRA, NF4 and the Int4 layout, under ZeRO-2; two nodes on one machine); a
+checkpoint of a ZeRO-2/ZeRO-3 run resumed. All marked slow (``make test-fast`` skips them).
 
 Each run records, per rank, how the model really is distributed (tests/train_dist_worker.py): DDP-wrapped,
 ZeRO-3 parameters partitioned, FSDP2 parameters DTensor shards (not accelerate's silent DDP fallback on CPU).
