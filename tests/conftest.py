@@ -43,31 +43,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def gptq_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model with its decoder blocks quantized to 4-bit GPTQ (vision tower, wte, lm_head untouched), as
-    Qwen-VL-Chat-Int4 is made from Qwen-VL-Chat; quantized by gptqmodel through transformers' GPTQConfig."""
+    """The tiny model laid out exactly like Qwen-VL-Chat-Int4 (tests/gptq_fixtures.py): the decoder blocks' linears
+    in auto-gptq's 4-bit v1 packing, group size 128, quantize_config.json; the rest fp16. Loading it needs
+    gptqmodel, as the real one does."""
     pytest.importorskip("gptqmodel")
     import os
 
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GPTQConfig
+    from gptq_fixtures import write_int4_checkpoint
 
     os.environ.setdefault("GPTQMODEL_DISABLE_PACK_EXT", "1")  # skips a ~1 min kernel compile on CPU
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    calibration = [
-        "What colour is the picture? It is red. " * 6,
-        "Say hello. Hello! The cat sat on the mat. " * 6,
-    ]
-    config = GPTQConfig(bits=4, group_size=32, sym=True, desc_act=False, dataset=calibration, tokenizer=tokenizer,
-                        block_name_to_quantize="transformer.h")  # fmt: skip
-    model = AutoModelForCausalLM.from_pretrained(
-        tiny_model_dir, quantization_config=config, dtype=torch.float32
-    )
-    out = tmp_path_factory.mktemp("gptq") / "model"
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "generation_config.json").write_text((tiny_model_dir / "generation_config.json").read_text())
-    return out
+
+    return write_int4_checkpoint(tiny_model_dir, tmp_path_factory.mktemp("gptq") / "Qwen-VL-Chat-Int4")
 
 
 @pytest.fixture(scope="session")

@@ -360,6 +360,7 @@ def test_progress_bar_shows_samples_per_second(tok, tmp_path, capsys):
 WORKER = Path(__file__).with_name("train_scan_worker.py")
 
 
+@pytest.mark.slow
 def test_torchrun_scans_once_and_both_ranks_read_the_same_items(tiny_model_dir, tmp_path):
     data = write_dataset(tmp_path / "data", n_samples=6)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from export_fixtures import assert_merge_exact, sample_batch, train_adapter
+from gptq_fixtures import dequantize_v1, int4_quantize_config
 from qwenvl_train.cli import main as cli_main
 from qwenvl_train.export import MergeError, merge
 from qwenvl_train.export.quantize import QUANTIZED_LAYERS, images_for_calibration
@@ -24,17 +25,7 @@ pytest.importorskip("gptqmodel")
 os.environ.setdefault("GPTQMODEL_DISABLE_PACK_EXT", "1")  # skips a ~1 min kernel compile on CPU
 os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
 
-INT4_CONFIG = {
-    "bits": 4,
-    "group_size": 128,
-    "damp_percent": 0.01,
-    "desc_act": False,
-    "static_groups": False,
-    "sym": True,
-    "true_sequential": True,
-    "model_name_or_path": None,
-    "model_file_base_name": "model",
-}
+INT4_CONFIG = int4_quantize_config(128)  # quantize_config.json of Qwen-VL-Chat-Int4
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +86,6 @@ def test_gptq_adapter_merges_into_the_given_fp32_or_bf16_checkpoint(
         assert tensor.dtype == torch.bfloat16
         assert torch.equal(tensor, base_weights[name]) == (name not in adapted), name
         torch.testing.assert_close(tensor.float(), exact[name], rtol=1e-2, atol=1e-4)
-
-
-def dequantize_v1(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, g_idx: torch.Tensor):  # noqa: ANN201
-    """[out, in] weights from auto-gptq (v1) 4-bit packing: 8 values per int32, lowest nibble first, zero points
-    stored minus one."""
-    shifts = torch.arange(0, 32, 4, dtype=torch.int32)
-    q = ((qweight[:, None, :] >> shifts[None, :, None]) & 0xF).reshape(-1, qweight.shape[1])
-    zeros = ((qzeros[:, :, None] >> shifts) & 0xF).reshape(qzeros.shape[0], -1) + 1
-    return (scales[g_idx].float() * (q - zeros[g_idx]).float()).T
 
 
 def test_quantize_gptq_writes_the_int4_layout_which_loads_generates_and_trains(

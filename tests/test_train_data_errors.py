@@ -146,6 +146,7 @@ def test_ranks_that_read_different_data_stop_together(
         run.agree_across_ranks(results)
 
 
+@pytest.mark.slow
 def test_torchrun_bad_data_errors_printed_once_without_traceback(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:

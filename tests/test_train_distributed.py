@@ -1,5 +1,6 @@
-"""Two processes under ``torchrun`` (gloo, CPU): DDP, DeepSpeed ZeRO-2/ZeRO-3 and FSDP2, full and LoRA, plus the
-shell launchers run as scripts.
+"""Two processes under ``torchrun`` (gloo, CPU): DDP, DeepSpeed ZeRO-2/ZeRO-3 and FSDP2, full and LoRA; the shell
+launchers run as scripts (LoRA and Q-LoRA, NF4 and the Int4 layout, under ZeRO-2; two nodes on one machine); a
+checkpoint of a ZeRO-2/ZeRO-3 run resumed. All marked slow (``make test-fast`` skips them).
 
 Each run records, per rank, how the model really is distributed (tests/train_dist_worker.py): DDP-wrapped,
 ZeRO-3 parameters partitioned, FSDP2 parameters DTensor shards (not accelerate's silent DDP fallback on CPU).
@@ -9,6 +10,7 @@ The saved folder must reload complete, and the learning rate must follow the com
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,13 +49,16 @@ def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("data"), n_samples=5, n_text=3)
 
 
-def run_checked(cmd: list[str], env: dict[str, str], timeout: int = 400) -> None:
+def run_checked(cmd: list[str], env: dict[str, str], timeout: int = 400) -> str:
+    """Runs ``cmd``, fails the test with its stdout and filtered stderr unless it ends with status 0; returns
+    its stdout."""
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     noise = ("Warning", "warnings.warn", "return func(", "Loading weights", "Writing model shards")
     stderr = "\n".join(line for line in proc.stderr.splitlines() if not any(n in line for n in noise))
     assert proc.returncode == 0, (
         f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{stderr[-8000:]}"
     )
+    return proc.stdout
 
 
 def expected_learning_rates() -> list[float]:
@@ -119,6 +124,7 @@ def check_facts(probe: Path, backend: str) -> None:
             assert fact["dtensor_params"] == fact["params"] and fact["dtensor_sharded"] == fact["params"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("backend", "tune"),
     [
@@ -145,12 +151,14 @@ def test_torchrun_two_processes(
     check_saved(out, tune, tiny_model_dir)
 
 
-def run_launcher(script: str, gpus: int, tiny_model_dir: Path, data_file: Path, out: Path) -> None:
+def run_launcher(script: str, gpus: int, tiny_model_dir: Path, data_file: Path, out: Path) -> str:
+    """Runs finetune/``script`` on the tiny model; returns its stdout."""
     env = {**cpu_env(), "MODEL": str(tiny_model_dir), "DATA": str(data_file), "OUTPUT": str(out),
            "GPUS_PER_NODE": str(gpus), "MASTER_PORT": str(free_port())}  # fmt: skip
-    run_checked(["sh", str(ROOT / "finetune" / script), *CPU_OPTIONS], env)
+    return run_checked(["sh", str(ROOT / "finetune" / script), *CPU_OPTIONS], env)
 
 
+@pytest.mark.slow
 def test_launcher_lora_zero2(tiny_model_dir: Path, data_file: Path, tmp_path: Path) -> None:
     """finetune_lora_ds.sh as a script: LoRA under ZeRO-2 on two processes."""
     run_launcher("finetune_lora_ds.sh", 2, tiny_model_dir, data_file, tmp_path / "out")
@@ -160,6 +168,7 @@ def test_launcher_lora_zero2(tiny_model_dir: Path, data_file: Path, tmp_path: Pa
     assert args.deepspeed.endswith("zero2.json") and args.world_size == 2
 
 
+@pytest.mark.slow
 def test_launcher_qlora_single_process(tiny_model_dir: Path, data_file: Path, tmp_path: Path) -> None:
     """finetune_qlora_single_gpu.sh as a script: Q-LoRA (NF4), one process, no DeepSpeed."""
     pytest.importorskip("bitsandbytes")
@@ -170,22 +179,103 @@ def test_launcher_qlora_single_process(tiny_model_dir: Path, data_file: Path, tm
     assert not args.deepspeed and args.world_size == 1
 
 
-def test_every_launcher_is_one_documented_torchrun_line() -> None:
-    scripts = sorted((ROOT / "finetune").glob("*.sh"))
-    assert {s.name for s in scripts} >= {"finetune_ds.sh", "finetune_lora_ds.sh", "finetune_lora_single_gpu.sh",
-                                        "finetune_qlora_ds.sh", "finetune_qlora_single_gpu.sh", "finetune_fsdp.sh"}  # fmt: skip
-    for script in scripts:
-        text = script.read_text()
-        assert text.count("exec torchrun ") == 1 and '"$@"' in text, script.name
-        for var in (
-            "MODEL",
-            "DATA",
-            "OUTPUT",
-            "GPUS_PER_NODE",
-            "NNODES",
-            "NODE_RANK",
-            "MASTER_ADDR",
-            "MASTER_PORT",
-        ):
-            assert f"{var}=${{{var}:-" in text, f"{script.name}: no default for {var}"
-        assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
+@pytest.mark.slow
+def test_launcher_two_nodes_on_one_machine(tiny_model_dir: Path, data_file: Path, tmp_path: Path) -> None:
+    """finetune_lora_ds.sh twice, as node 0 and node 1 of NNODES=2 (one process each, rendezvous at a local
+    MASTER_ADDR): one world of two ranks trains LoRA under ZeRO-2 and saves once."""
+    out = tmp_path / "out"
+    env = {**cpu_env(), "MODEL": str(tiny_model_dir), "DATA": str(data_file), "OUTPUT": str(out),
+           "GPUS_PER_NODE": "1", "NNODES": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}  # fmt: skip
+    script = str(ROOT / "finetune" / "finetune_lora_ds.sh")
+    nodes = [
+        subprocess.Popen(
+            ["sh", script, *CPU_OPTIONS],
+            env={**env, "NODE_RANK": str(rank)},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=400) for node in nodes]
+    for rank, (node, (stdout, stderr)) in enumerate(zip(nodes, outputs, strict=True)):
+        assert node.returncode == 0, (
+            f"node {rank}\n--- stdout\n{stdout[-3000:]}\n--- stderr\n{stderr[-8000:]}"
+        )
+    # One world: rank 0 (node 0) prints the start summary for both nodes' processes.
+    assert "world size 2" in outputs[0][0] and "world size" not in outputs[1][0]
+    check_trainer_state(out)
+    check_saved(out, "lora", tiny_model_dir)
+    args = torch.load(out / "training_args.bin", weights_only=False)
+    assert args.deepspeed.endswith("zero2.json") and args.world_size == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quant", ["nf4", "gptq"])
+def test_launcher_qlora_zero2(
+    quant: str, tiny_model_dir: Path, data_file: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """finetune_qlora_ds.sh as a script: Q-LoRA under ZeRO-2 on two processes, on an NF4 base (bitsandbytes) or
+    on the Qwen-VL-Chat-Int4 layout (GPTQ), trains and saves an adapter."""
+    pytest.importorskip("bitsandbytes" if quant == "nf4" else "gptqmodel")
+    model = tiny_model_dir if quant == "nf4" else request.getfixturevalue("gptq_model_dir")
+    out = tmp_path / "out"
+    stdout = run_launcher("finetune_qlora_ds.sh", 2, model, data_file, out)
+    assert "mode qlora" in stdout and "world size 2" in stdout
+    check_trainer_state(out)
+    check_saved(out, "lora", tiny_model_dir)
+    args = torch.load(out / "training_args.bin", weights_only=False)
+    assert args.deepspeed.endswith("zero2.json") and args.world_size == 2
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["peft_type"] == "LORA" and adapter["base_model_name_or_path"] == str(model)
+
+
+def logged(out: Path) -> dict[int, tuple[float, float]]:
+    """Per optimizer step, the (loss, learning rate) the run's trainer_state.json logged."""
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    return {entry["step"]: (entry["loss"], entry["learning_rate"]) for entry in history if "loss" in entry}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("backend", "tune"), [("zero2", "full"), ("zero2", "lora"), ("zero3", "full"), ("zero3", "lora")]
+)
+def test_checkpoint_of_a_distributed_run_resumes_with_the_same_losses(
+    backend: str, tune: str, tiny_model_dir: Path, data_file: Path, tmp_path: Path
+) -> None:
+    """Two ranks save checkpoint-2 on the way to step 4; a new run resumed from that checkpoint alone (copied to a
+    fresh output folder, ``--resume_from_checkpoint auto``) trains only steps 3 and 4, on the same batches, with
+    the uninterrupted run's losses: model, optimizer, scheduler, RNG (LoRA dropout) and data position came back."""
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+
+    def torchrun(out: Path, *extra: str) -> list[list[int]]:
+        """Trains into ``out``; returns, per rank, the images of each batch this run trained on."""
+        probe = out.with_suffix(".probe")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(free_port()), str(WORKER), "--model_name_or_path", str(tiny_model_dir),
+               "--data_path", str(data_file), "--output_dir", str(out), "--tune", tune, "--lora_dropout", "0.5",
+               *BACKENDS[backend], *CPU_OPTIONS, *extra]  # fmt: skip
+        run_checked(cmd, {**cpu_env(), "PROBE_FILE": str(probe)})
+        return [json.loads(Path(f"{probe}.{rank}").read_text())["images_per_step"] for rank in (0, 1)]
+
+    batches = torchrun(whole, "--save_strategy", "steps", "--save_steps", "2")
+    assert (whole / "checkpoint-2" / "trainer_state.json").is_file()
+    # DeepSpeed's own shards are in the checkpoint
+    assert [p.name for p in (whole / "checkpoint-2").glob("global_step*")] == ["global_step2"]
+    resumed.mkdir()
+    shutil.copytree(whole / "checkpoint-2", resumed / "checkpoint-2")
+    batches_resumed = torchrun(resumed, "--resume_from_checkpoint", "auto")
+    assert batches_resumed == [per_rank[2:] for per_rank in batches]  # steps 3 and 4 only, the same batches
+
+    expected, got = logged(whole), logged(resumed)
+    assert sorted(expected) == sorted(got) == list(range(1, STEPS + 1))
+    # the history up to the checkpoint comes from it; the steps after it are trained again, identically
+    assert [got[step] for step in (1, 2)] == [expected[step] for step in (1, 2)]
+    assert [got[step] for step in (3, 4)] == [expected[step] for step in (3, 4)], (expected, got)
+    # four different batches, four different losses
+    assert len({loss for loss, _ in expected.values()}) == STEPS
+    name = "model.safetensors" if tune == "full" else "adapter_model.safetensors"
+    final, final_resumed = load_file(str(whole / name)), load_file(str(resumed / name))
+    assert final.keys() == final_resumed.keys()
+    assert all(torch.equal(final[key], final_resumed[key]) for key in final)  # the same weights at the end

@@ -109,6 +109,7 @@ def test_eval_data_that_cannot_be_evaluated_is_an_error_or_skipped(tmp_path: Pat
     assert len(trainer.callbacks) == 1
 
 
+@pytest.mark.slow
 def test_torchrun_zero3_splits_the_samples_over_ranks_and_gathers_each_once(
     tiny_model_dir: Path, files: tuple[Path, Path], tmp_path: Path
 ) -> None:

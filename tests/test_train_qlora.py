@@ -1,5 +1,5 @@
-"""Q-LoRA on CPU: NF4 through bitsandbytes, and a GPTQ checkpoint (the tiny model quantized with gptqmodel in a
-fixture, like Qwen-VL-Chat-Int4). The loss falls, the adapters train, the 4-bit base and the vision tower stay
+"""Q-LoRA on CPU: NF4 through bitsandbytes, and a GPTQ checkpoint (the tiny model in the exact Qwen-VL-Chat-Int4
+layout, tests/gptq_fixtures.py). The loss falls, the adapters train, the 4-bit base and the vision tower stay
 bit-identical."""
 
 from __future__ import annotations
@@ -86,7 +86,49 @@ def test_qlora_nf4_trains_adapters_on_a_frozen_4bit_base(
     check_trained(trainer, reference, tmp_path / "out")
 
 
+def test_int4_layout_loads_as_written(gptq_model_dir: Path, tiny_model_dir: Path, data_file: Path) -> None:
+    """The Qwen-VL-Chat-Int4 layout (auto-gptq v1 packing, group size 128, quantize_config.json) loads for Q-LoRA
+    with exactly the weights the files hold: its logits are those of the fp32 model given the dequantized weights
+    (a zero point read without v1's offset, or a wrong group size, moves every weight)."""
+    from gptqmodel.nn_modules.qlinear import BaseQuantLinear
+    from transformers import AutoModelForCausalLM
+
+    from gptq_fixtures import dequantize_v1
+
+    config = json.loads((gptq_model_dir / "config.json").read_text())
+    assert config["quantization_config"] == {
+        **json.loads((gptq_model_dir / "quantize_config.json").read_text()), "quant_method": "gptq"
+    }  # fmt: skip
+    assert config["quantization_config"]["group_size"] == 128
+    args = parse_args(cpu_args(gptq_model_dir, data_file, gptq_model_dir / "unused", "--tune", "qlora"))
+    model = load_model(args).eval()
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, BaseQuantLinear)}
+    assert sorted(layers) == sorted(
+        f"transformer.h.{i}.{m}" for i in range(2) for m in ("attn.c_attn", "attn.c_proj", "mlp.w1", "mlp.w2",
+                                                             "mlp.c_proj")
+    )  # fmt: skip
+    assert all(m.group_size == 128 and m.bits == 4 for m in layers.values())
+
+    files = load_file(str(gptq_model_dir / "model.safetensors"))
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    weights = {}
+    for name in reference.state_dict():
+        layer = name.removesuffix(".weight")
+        if layer in layers:
+            parts = (files[f"{layer}.{part}"] for part in ("qweight", "qzeros", "scales", "g_idx"))
+            weights[name] = dequantize_v1(*parts)
+        else:
+            weights[name] = files[name].float()
+    reference.load_state_dict(weights)
+    ids = torch.tensor([[151644, 872, 198, 9707, 0, 151645, 198, 151644, 77091, 198]])
+    with torch.no_grad():
+        got, expected = model(input_ids=ids).logits.float(), reference(input_ids=ids).logits
+    # measured: 0.005 at most (the kernel's fp16 dequantization); zero points misread by one give 1.6
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-2)
+
+
 def test_qlora_on_a_gptq_checkpoint(gptq_model_dir: Path, data_file: Path, tmp_path: Path) -> None:
+    """Q-LoRA trains on the Int4 layout: adapters learn, the packed 4-bit base stays bit-identical."""
     assert (
         json.loads((gptq_model_dir / "config.json").read_text())["quantization_config"]["quant_method"]
         == "gptq"

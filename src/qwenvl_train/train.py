@@ -1,4 +1,5 @@
-"""``python -m qwenvl_train.train [options]``: what the finetune/*.sh launchers run under torchrun.
+"""``python -m qwenvl_train.train [options]``: the same as ``qwenvl-train train`` (the finetune/*.sh launchers run
+``torchrun ... -m qwenvl_train train --config finetune/RECIPE.yaml``; this module path keeps older command lines working).
 
 See :mod:`qwenvl_train.training.run` (and ``--help``) for the options.
 """

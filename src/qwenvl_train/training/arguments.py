@@ -23,6 +23,8 @@ from transformers import HfArgumentParser
 from ..data.options import DataOptions
 
 TUNE_MODES = ("full", "lora", "qlora")
+#: Options of a config file that name another file (see :func:`resolve_config_paths`).
+CONFIG_PATH_OPTIONS = ("deepspeed", "fsdp_config")
 DEFAULT_LEARNING_RATE = {"full": 1e-5, "lora": 1e-4, "qlora": 1e-4}
 DEFAULT_LORA_TARGETS = ["c_attn", "attn.c_proj", "w1", "w2"]
 
@@ -238,6 +240,24 @@ def load_config_file(path: str | Path, parser: argparse.ArgumentParser) -> dict[
     return values
 
 
+def resolve_config_paths(values: dict[str, Any], config: str | Path) -> dict[str, Any]:
+    """``values`` with each relative :data:`CONFIG_PATH_OPTIONS` path made absolute: taken from the current folder
+    when it exists there, else from the config file's folder or the nearest folder above it where it exists (so
+    ``deepspeed: ds_configs/zero2.json`` in ``finetune/*.yaml`` works from any folder). A path found nowhere is
+    left as written, for the error to name it."""
+    resolved = dict(values)
+    for name in CONFIG_PATH_OPTIONS:
+        value = values.get(name)
+        if not isinstance(value, str) or Path(value).is_absolute() or Path(value).exists():
+            continue
+        folder = Path(config).resolve().parent
+        for candidate in (folder, *folder.parents):
+            if (candidate / value).exists():
+                resolved[name] = str(candidate / value)
+                break
+    return resolved
+
+
 def parse_args(argv: Sequence[str] | None = None) -> Arguments:
     """Parse the command line and ``--config`` (the command line wins); the lr default follows ``--tune``.
 
@@ -250,7 +270,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Arguments:
     pre.add_argument("--config", default=None)
     pre.add_argument("--tune", default=None)
     known, _ = pre.parse_known_args(argv)
-    file_values = load_config_file(known.config, parser) if known.config else {}
+    file_values = (
+        resolve_config_paths(load_config_file(known.config, parser), known.config) if known.config else {}
+    )
     # The learning-rate default depends on the mode, and must be known before TrainingArguments.__post_init__
     # (which fills DeepSpeed's "auto" values from it).
     tune = known.tune or file_values.get("tune", ModelArguments.tune)
