@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
@@ -240,6 +241,25 @@ class QwenVLPreTrainedModel(PreTrainedModel):
             if isinstance(module, Resampler):
                 module.pos_embed.requires_grad_(False)
         return loaded
+
+    def _set_gradient_checkpointing(
+        self, enable: bool = True, gradient_checkpointing_func: Any = None, every_n_layers: int = 1
+    ) -> None:
+        """transformers' switch, with ``every_n_layers`` counted per stack: blocks ``0, k, 2k, ...`` of the
+        language model and, separately, of the vision tower are checkpointed (transformers counts the blocks of
+        both stacks as one sequence, so the vision tower's pattern would depend on the number of LLM layers)."""
+        super()._set_gradient_checkpointing(
+            enable=enable,
+            gradient_checkpointing_func=gradient_checkpointing_func or checkpoint,
+            every_n_layers=every_n_layers,
+        )
+        if enable:
+            for stack in self.modules():
+                if isinstance(stack, nn.ModuleList) and all(
+                    isinstance(block, GradientCheckpointingLayer) for block in stack
+                ):
+                    for i, block in enumerate(stack):
+                        block.gradient_checkpointing = i % every_n_layers == 0
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
