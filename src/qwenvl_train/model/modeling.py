@@ -515,6 +515,8 @@ class QwenVLForCausalLM(ChatMixin, QwenVLPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         #: Labelled tokens per chunk of output logits in the loss (a runtime setting, not saved).
         self.loss_chunk_size = DEFAULT_CHUNK_SIZE
+        #: "chunked" or "cce" (set by training from --loss_backend after probing; a runtime setting, not saved).
+        self.loss_backend = "chunked"
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -580,6 +582,7 @@ class QwenVLForCausalLM(ChatMixin, QwenVLPreTrainedModel, GenerationMixin):
                 shift_labels=shift_labels,
                 num_items_in_batch=kwargs.get("num_items_in_batch"),
                 chunk_size=self.loss_chunk_size,
+                backend=self.loss_backend,
             )
         if return_logits is None:
             # A training step only needs the loss; the full logits cost [tokens, vocab] of compute and memory.

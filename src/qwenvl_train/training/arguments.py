@@ -231,6 +231,16 @@ class TrainingArguments(transformers.TrainingArguments):
         default=False, metadata={"help": "Keep every collated field (pixel_values is not a dataset column)."}
     )
 
+    loss_backend: str = field(
+        default="auto",
+        metadata={
+            "help": "Output layer + cross-entropy: 'auto' uses cut-cross-entropy when the package is installed, "
+            "training runs on CUDA and a one-time probe call works, else the chunked path (one log line says "
+            "why); 'chunked' always the chunked path; 'cce' cut-cross-entropy or stop with an error.",
+            "choices": ["auto", "chunked", "cce"],
+        },
+    )
+
     def __post_init__(self) -> None:
         every = checkpointing_every(self.activation_checkpointing)
         self.activation_checkpointing = every > 0
