@@ -241,6 +241,23 @@ class TrainingArguments(transformers.TrainingArguments):
         },
     )
 
+    packing: bool = field(
+        default=False,
+        metadata={
+            "help": "Padding-free packing: concatenate shuffled samples into one row per micro-batch, up to "
+            "--packing_tokens tokens, each sample attending only to itself (positions restart at 0). Replaces "
+            "length grouping and --per_device_train_batch_size for training batches; the loss of every sample "
+            "is that of the unpacked run."
+        },
+    )
+    packing_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "--packing: tokens per micro-batch. Default: per_device_train_batch_size x model_max_length "
+            "(never more than a padded batch holds)."
+        },
+    )
+
     def __post_init__(self) -> None:
         every = checkpointing_every(self.activation_checkpointing)
         self.activation_checkpointing = every > 0
@@ -330,6 +347,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Arguments:
     except ValueError as error:  # a value the dataclasses refuse: one line, as argparse's own errors
         parser.error(str(error))
     args = Arguments(model=model, data=data, lora=lora, quant=quant, training=training)
+    if training.packing and training.packing_tokens is None:
+        training.packing_tokens = training.per_device_train_batch_size * data.model_max_length
+    if training.packing_tokens is not None and training.packing_tokens < 1:
+        parser.error(f"--packing_tokens must be positive, got {training.packing_tokens}")
     if args.model.tune != "qlora" and args.quant.quant != "auto":
         parser.error(f"--quant {args.quant.quant} needs --tune qlora")
     return args
@@ -344,6 +365,7 @@ def settings_line(args: Arguments) -> str:
         f"warmup={t.warmup_steps:g} weight_decay={t.weight_decay:g} adam_betas=({t.adam_beta1:g}, {t.adam_beta2:g}) "
         f"model_max_length={args.data.model_max_length} bf16={t.bf16} fp16={t.fp16} "
         f"activation_checkpointing={ {0: 'off', 1: 'full'}.get(t.checkpointing_every, t.checkpointing_every) }"
+        + (f" packing={t.packing_tokens}" if t.packing else "")
         + (
             f" lora_r={args.lora.lora_r} lora_alpha={args.lora.lora_alpha} lora_dropout={args.lora.lora_dropout:g} "
             f"lora_target={','.join(args.lora.lora_target)}"
