@@ -69,7 +69,8 @@ class ModelArguments:
     attn_implementation: str | None = field(
         default=None,
         metadata={
-            "help": "Attention kernel passed to from_pretrained (eager, sdpa); default: the model's choice."
+            "help": "Attention kernel passed to from_pretrained: eager (the original's operations), sdpa, "
+            "flex_attention, flash_attention_2/3 or a registered kernel; default: the model's choice (sdpa)."
         },
     )
     dtype: str = field(
