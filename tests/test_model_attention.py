@@ -179,3 +179,20 @@ def test_flex_attention_matches_sdpa(tiny_model_dir: Path, nq: int) -> None:
 def test_unknown_attention_implementation_is_refused(tiny_model_dir: Path) -> None:
     with pytest.raises(ValueError, match="no_such_kernel"):
         AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="no_such_kernel")
+
+
+def test_generation_with_a_static_cache_equals_the_dynamic_one(tiny_model_dir: Path, left_padded) -> None:
+    """generate() hands a prepared 4D mask to the model for a static cache; it is used as it is."""
+    ids, mask, pixels = left_padded
+    model = load(tiny_model_dir, "sdpa").eval()
+    kwargs = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "pixel_values": pixels,
+        "max_new_tokens": 4,
+        "do_sample": False,
+    }
+    with torch.no_grad():
+        dynamic = model.generate(**kwargs)
+        static = model.generate(**kwargs, cache_implementation="static")
+    assert torch.equal(static, dynamic)

@@ -201,11 +201,15 @@ def build_attention_mask(
 
 
 def check_attention_mask(attention_mask: torch.Tensor, q_len: int, past_len: int) -> None:
-    """Raise a clear error unless ``attention_mask`` is 2D ``[batch, past + q_len]``."""
+    """Raise a clear error unless ``attention_mask`` is 2D ``[batch, past + q_len]`` or an already prepared 4D
+    mask (as ``generate`` builds for static caches), which goes to the kernels as it is."""
     kv_len = past_len + q_len
-    if attention_mask.dim() != 2:
+    if len(attention_mask.shape) == 4:
+        return
+    if len(attention_mask.shape) != 2:
         raise ValueError(
-            f"attention_mask must be 2D [batch, past + length], got shape {tuple(attention_mask.shape)}"
+            f"attention_mask must be 2D [batch, past + length] (or a prepared 4D mask), got shape "
+            f"{tuple(attention_mask.shape)}"
         )
     if attention_mask.shape[-1] != kv_len:
         raise ValueError(
@@ -456,7 +460,8 @@ class QwenVLModel(QwenVLPreTrainedModel):
             config=config,
             inputs_embeds=hidden_states,
             attention_mask=attention_mask,
-            cache=cache if past_len else None,
+            # Packed samples are found from position_ids only without a cache (a training forward).
+            cache=None if position_ids is not None and not past_len else cache,
             position_ids=position_ids,
         )
         # Flash kernels find the packed samples' boundaries from the positions.
