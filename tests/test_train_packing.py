@@ -3,6 +3,7 @@ losses equal to the unpacked run's, and a tiny training run with --packing."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,24 @@ def test_a_tiny_run_with_packing_trains(tiny_model_dir: Path, tmp_path: Path) ->
     after = trainer.model.state_dict()
     changed = [n for n, p in before.items() if n in after and not torch.equal(after[n].float(), p.float())]
     assert any(n.startswith("transformer.h.") for n in changed)
+
+
+def test_resume_with_packing_continues_with_the_same_micro_batches(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Resumed after step 5, steps 6..10 (crossing into the second epoch) have the uninterrupted run's losses:
+    the packing plan depends only on the seed and the epoch."""
+    data = write_dataset(tmp_path / "data", n_samples=8, n_text=3)
+    out = tmp_path / "out"
+    options = ["--tune", "full", "--max_steps", "10", "--warmup_steps", "0", "--learning_rate", "1e-3",
+               "--packing", "--packing_tokens", "90", "--save_strategy", "steps", "--save_steps", "5"]  # fmt: skip
+    whole = train(cpu_args(tiny_model_dir, data, out, *options))
+    per_epoch = len(whole.get_train_dataloader())
+    assert 5 < per_epoch < 10  # the resumed part crosses an epoch boundary
+    expected = {e["step"]: e["loss"] for e in whole.state.log_history if "loss" in e}
+    shutil.rmtree(out / "checkpoint-10")
+    resumed = train(cpu_args(tiny_model_dir, data, out, *options, "--resume_from_checkpoint", "auto"))
+    got = {e["step"]: e["loss"] for e in resumed.state.log_history if "loss" in e}
+    assert set(got) == set(range(1, 11))
+    for step in range(6, 11):
+        assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6), step
