@@ -60,7 +60,7 @@ def _probe(device: torch.device) -> str | None:
         loss.backward()
         want = torch.nn.functional.cross_entropy((hidden @ weight.T).float(), targets, reduction="sum")
         if not torch.isfinite(loss) or not torch.allclose(loss.float(), want, rtol=2e-2, atol=1e-1):
-            return f"its probe gave {float(loss):.4f} where {float(want):.4f} was expected"
+            return f"its probe gave {loss.item():.4f} where {want.item():.4f} was expected"
     except Exception as error:  # noqa: BLE001 - any failure of the kernels means: do not use them
         return f"its probe call failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
     return None
