@@ -1,4 +1,5 @@
-"""Batch samples: pad on the right to the longest in the batch, stack images in span order."""
+"""Batch samples: pad on the right to the longest in the batch (or, with packing, concatenate them into one row
+without padding), stack images in span order."""
 
 from __future__ import annotations
 
@@ -53,13 +54,56 @@ class DataCollator:
             if pixels is not None and len(pixels):
                 images.append(pixels)
         out = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
-        n_images = sum(int(p.shape[0]) for p in images)
-        n_spans = int((input_ids == st.IMG_START_ID).sum())
-        if n_images != n_spans:
-            raise ValueError(f"batch has {n_spans} <img> spans but {n_images} images")
-        if images:
-            out["pixel_values"] = torch.cat(images, dim=0)
-        replaced = sum(1 for f in features if f.get("replaced"))
-        if replaced:
-            out["replaced_samples"] = replaced
-        return out
+        return _add_images_and_counts(out, features, images)
+
+
+@dataclass
+class PackingCollator:
+    """Pack :class:`ConversationDataset` items into one row without padding (``--packing``).
+
+    Returns ``input_ids`` and ``labels`` ``[1, total]`` (the samples one after the other), ``position_ids``
+    ``[1, total]`` restarting at 0 at each sample (from which the model confines attention to each sample), and
+    ``pixel_values`` in the same order as :class:`DataCollator` (sample 0's images, then sample 1's, ...), so the
+    k-th ``<img>`` span of the row still gets the k-th image. No ``attention_mask``: there is no padding.
+
+    The label of each sample's first token is set to -100: it is never a training target of its own sample (the
+    loss shifts labels by one), and this way the previous sample's last token does not learn to predict it. Every
+    sample's loss terms are therefore exactly those of the unpacked batch.
+    """
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        if not features:
+            raise ValueError("empty batch")
+        ids, labels, positions, images = [], [], [], []
+        for feature in features:
+            sample_ids = torch.as_tensor(feature["input_ids"], dtype=torch.long)
+            sample_labels = torch.as_tensor(feature["labels"], dtype=torch.long).clone()
+            sample_labels[:1] = IGNORE_INDEX
+            ids.append(sample_ids)
+            labels.append(sample_labels)
+            positions.append(torch.arange(sample_ids.shape[0], dtype=torch.long))
+            pixels = feature.get("pixel_values")
+            if pixels is not None and len(pixels):
+                images.append(pixels)
+        out = {
+            "input_ids": torch.cat(ids)[None],
+            "labels": torch.cat(labels)[None],
+            "position_ids": torch.cat(positions)[None],
+        }
+        return _add_images_and_counts(out, features, images)
+
+
+def _add_images_and_counts(
+    out: dict[str, Any], features: Sequence[dict[str, Any]], images: list[torch.Tensor]
+) -> dict[str, Any]:
+    """Add ``pixel_values`` (checked against the ``<img>`` spans) and ``replaced_samples`` to a batch."""
+    n_images = sum(int(p.shape[0]) for p in images)
+    n_spans = int((out["input_ids"] == st.IMG_START_ID).sum())
+    if n_images != n_spans:
+        raise ValueError(f"batch has {n_spans} <img> spans but {n_images} images")
+    if images:
+        out["pixel_values"] = torch.cat(images, dim=0)
+    replaced = sum(1 for f in features if f.get("replaced"))
+    if replaced:
+        out["replaced_samples"] = replaced
+    return out

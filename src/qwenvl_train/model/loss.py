@@ -118,6 +118,7 @@ def labelled_cross_entropy(
     num_items_in_batch: torch.Tensor | int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     ignore_index: int = IGNORE_INDEX,
+    backend: str = "chunked",
 ) -> torch.Tensor:
     """Causal-LM loss from the final hidden states, computed only at positions whose next-token label is set.
 
@@ -129,6 +130,8 @@ def labelled_cross_entropy(
         num_items_in_batch: divide the summed loss by this instead of the number of labelled tokens here.
         chunk_size: labelled tokens per chunk of logits.
         ignore_index: label value of untrained positions.
+        backend: ``"cce"`` computes a plain linear head's loss with cut-cross-entropy (resolved and probed
+            beforehand by :func:`.cce.resolve_loss_backend`); other heads and ``"chunked"`` use the chunks.
 
     Returns:
         The scalar loss (fp32), NaN when nothing is labelled and ``num_items_in_batch`` is not given, as the
@@ -148,6 +151,10 @@ def labelled_cross_entropy(
         divisor = torch.as_tensor(num_items_in_batch, device=hidden.device).float()
 
     linear = plain_linear(head)
+    if linear is not None and backend == "cce" and hidden.shape[0] > 0:
+        from .cce import cce_sum
+
+        return cce_sum(hidden, linear.weight, targets) / divisor
     if linear is not None:
         return ChunkedLinearCrossEntropy.apply(hidden, linear.weight, targets, divisor, chunk_size)
     total = hidden.new_zeros((), dtype=torch.float32)

@@ -6,7 +6,10 @@ Parameter names and numerics follow the original remote code (``modeling_qwen.py
   ``lm_head``. Blocks are pre-norm with fp32 RMSNorm; attention uses a fused ``c_attn`` (Q | K | V, with bias)
   and the MLP is ``c_proj(w1(x) * silu(w2(x)))``.
 * RoPE is rotate-half over the head dim, applied in fp32, at positions ``past .. past + L - 1`` taken from the
-  cache length (``position_ids`` are not used, like in the original; training uses right padding).
+  cache length, like in the original (training uses right padding). Explicit ``position_ids`` are used only when
+  given (packed samples, whose positions restart at 0).
+* Attention goes through transformers' attention-function registry (:mod:`.attention`): ``eager`` keeps the
+  original's order of operations, ``sdpa``/``flex_attention``/``flash_attention_*`` work as for native models.
 * At inference only (``model.eval()``), prompts longer than ``seq_length`` get dynamic NTK (a larger RoPE base
   chosen at prefill and kept for the decode steps) and logn query scaling. Training mode never uses either.
 * Images: ``pixel_values[k]`` replaces the ``n_queries`` embeddings between the k-th ``<img>``/``</img>`` pair of
@@ -21,16 +24,27 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import logging
 
 from ..inference.chat import ChatMixin
+from .attention import attention_interface, causal_additive_mask
 from .configuration import QwenVLConfig
 from .loss import DEFAULT_CHUNK_SIZE, labelled_cross_entropy
+from .rotary import (  # noqa: F401  (re-exported: the rotary helpers used to live here)
+    RotaryTables,
+    apply_rotary,
+    logn_scale,
+    ntk_alpha,
+    ntk_base,
+    rotary_cos_sin,
+)
 from .vision import Resampler, ResamplerAttention, VisionTransformer, sincos_pos_table
 
 logger = logging.get_logger(__name__)
@@ -39,53 +53,6 @@ logger = logging.get_logger(__name__)
 # --------------------------------------------------------------------------------------------------------------
 # Length extrapolation (inference only) and rotary embedding
 # --------------------------------------------------------------------------------------------------------------
-
-
-def ntk_alpha(prefill_length: int, seq_length: int) -> float:
-    """Dynamic-NTK alpha of the original: ``max(2 ** ceil(log2(L / seq_length) + 1) - 1, 1)``.
-
-    It is 1 (no change) for every ``L <= seq_length``.
-    """
-    context_value = math.log(prefill_length / seq_length, 2) + 1
-    return float(max(2 ** math.ceil(context_value) - 1, 1))
-
-
-def ntk_base(base: float, alpha: float, rotary_dim: int) -> float:
-    """RoPE base after NTK scaling: ``base * alpha ** (rotary_dim / (rotary_dim - 2))``."""
-    return base * alpha ** (rotary_dim / (rotary_dim - 2))
-
-
-def logn_scale(start: int, length: int, seq_length: int, device: torch.device | None = None) -> torch.Tensor:
-    """Query scale of the positions ``start .. start + length - 1``: ``log(p + 1) / log(seq_length)`` once
-    ``p + 1 > seq_length``, else 1. Returned as float32 ``[length]``."""
-    counts = torch.arange(start + 1, start + length + 1, dtype=torch.float64, device=device)
-    scale = torch.where(counts > seq_length, counts.log() / math.log(seq_length), torch.ones_like(counts))
-    return scale.float()
-
-
-def rotary_cos_sin(
-    start: int, length: int, rotary_dim: int, base: float, device: torch.device | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 ``cos``/``sin`` tables ``[length, rotary_dim]`` for positions ``start .. start + length - 1``."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, rotary_dim, 2, device=device).float() / rotary_dim))
-    positions = torch.arange(start, start + length, device=device).float()
-    freqs = torch.outer(positions, inv_freq)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def apply_rotary(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first ``cos.shape[-1]`` channels of ``t`` ``[B, L, H, D]`` in fp32; cast back to ``t``'s dtype."""
-    rot_dim = cos.shape[-1]
-    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
-    rotated, passed = t[..., :rot_dim].float(), t[..., rot_dim:].float()
-    rotated = rotated * cos + _rotate_half(rotated) * sin
-    return torch.cat((rotated, passed), dim=-1).type_as(t)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -115,6 +82,8 @@ class QwenVLAttention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.head_dim = config.kv_channels
         self.projection_size = self.num_heads * self.head_dim
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True  # read by the SDPA and flash kernels of transformers
         self.c_attn = nn.Linear(config.hidden_size, 3 * self.projection_size)
         self.c_proj = nn.Linear(self.projection_size, config.hidden_size, bias=not config.no_bias)
         self.attn_dropout = nn.Dropout(config.attn_dropout_prob)
@@ -125,11 +94,12 @@ class QwenVLAttention(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         logn: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        is_causal: bool = False,
+        attention_mask: Any = None,
         cache: Cache | None = None,
         output_attentions: bool = False,
+        **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``kwargs`` (e.g. ``position_ids`` of packed samples) go to the attention kernel, as in native models."""
         batch, length, _ = hidden_states.shape
         heads_shape = (batch, length, self.num_heads, self.head_dim)
         query, key, value = self.c_attn(hidden_states).split(self.projection_size, dim=-1)
@@ -142,27 +112,18 @@ class QwenVLAttention(nn.Module):
         if logn is not None:
             query = query * logn.view(1, 1, -1, 1).type_as(query)
 
-        weights = None
-        if output_attentions or self.config._attn_implementation == "eager":
-            if is_causal:
-                attention_mask = _causal_additive_mask(length, key.shape[2], query.dtype, query.device)
-            # The original's order: matmul, divide by sqrt(head_dim), add the mask, softmax in the working dtype.
-            scores = torch.matmul(query, key.transpose(-1, -2))
-            scores = scores / torch.full([], value.shape[-1] ** 0.5, dtype=scores.dtype, device=scores.device)
-            if attention_mask is not None:
-                scores = scores + attention_mask
-            weights = self.attn_dropout(scores.softmax(dim=-1).type(value.dtype))
-            out = torch.matmul(weights, value)
-        else:
-            out = F.scaled_dot_product_attention(
-                query,
-                key,
-                value,
-                attn_mask=attention_mask,
-                dropout_p=self.config.attn_dropout_prob if self.training else 0.0,
-                is_causal=is_causal,
-            )
-        out = out.transpose(1, 2).reshape(batch, length, self.projection_size)
+        kernel = attention_interface(self.config._attn_implementation, output_attentions)
+        out, weights = kernel(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attn_dropout.p if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        out = out.reshape(batch, length, self.projection_size)
         return self.c_proj(out), weights
 
 
@@ -192,10 +153,10 @@ class QwenVLBlock(GradientCheckpointingLayer):
         cos: torch.Tensor,
         sin: torch.Tensor,
         logn: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        is_causal: bool = False,
+        attention_mask: Any = None,
         cache: Cache | None = None,
         output_attentions: bool = False,
+        **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attn_out, weights = self.attn(
             self.ln_1(hidden_states),
@@ -203,22 +164,13 @@ class QwenVLBlock(GradientCheckpointingLayer):
             sin,
             logn=logn,
             attention_mask=attention_mask,
-            is_causal=is_causal,
             cache=cache,
             output_attentions=output_attentions,
+            **kwargs,
         )
         hidden_states = hidden_states + attn_out
         hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states))
         return hidden_states, weights
-
-
-def _causal_additive_mask(q_len: int, kv_len: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    past = kv_len - q_len
-    allowed = (
-        torch.arange(kv_len, device=device)[None, :] <= torch.arange(past, kv_len, device=device)[:, None]
-    )
-    mask = torch.zeros(q_len, kv_len, dtype=dtype, device=device)
-    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
 
 
 def build_attention_mask(
@@ -228,19 +180,13 @@ def build_attention_mask(
 
     The additive mask is ``[B, 1, L, past + L]`` with 0 where attention is allowed and the dtype's minimum
     elsewhere (never -inf, so a fully padded row cannot produce NaN). Without padding, a prefill returns
-    ``(None, True)`` and a one-token decode step ``(None, False)``.
+    ``(None, True)`` and a one-token decode step ``(None, False)``. This is the mask of the original remote code;
+    the model builds its masks with transformers' ``create_causal_mask``, which gives eager attention the same
+    values (tested), and other kernels the form they take.
     """
     kv_len = past_len + q_len
     if attention_mask is not None:
-        if attention_mask.dim() != 2:
-            raise ValueError(
-                f"attention_mask must be 2D [batch, past + length], got shape {tuple(attention_mask.shape)}"
-            )
-        if attention_mask.shape[-1] != kv_len:
-            raise ValueError(
-                f"attention_mask has {attention_mask.shape[-1]} columns but the cache holds {past_len} positions "
-                f"and the input {q_len}: it must cover past + current tokens ({kv_len})"
-            )
+        check_attention_mask(attention_mask, q_len, past_len)
         if bool(attention_mask.all()):
             attention_mask = None
     if attention_mask is None:
@@ -248,10 +194,28 @@ def build_attention_mask(
             return None, False
         if past_len == 0:
             return None, True
-        return _causal_additive_mask(q_len, kv_len, dtype, device), False
-    causal = _causal_additive_mask(q_len, kv_len, dtype, device)
+        return causal_additive_mask(q_len, kv_len, dtype, device), False
+    causal = causal_additive_mask(q_len, kv_len, dtype, device)
     padding = attention_mask[:, None, None, :].to(device=device, dtype=torch.bool)
     return causal.masked_fill(~padding, torch.finfo(dtype).min), False
+
+
+def check_attention_mask(attention_mask: torch.Tensor, q_len: int, past_len: int) -> None:
+    """Raise a clear error unless ``attention_mask`` is 2D ``[batch, past + q_len]`` or an already prepared 4D
+    mask (as ``generate`` builds for static caches), which goes to the kernels as it is."""
+    kv_len = past_len + q_len
+    if len(attention_mask.shape) == 4:
+        return
+    if len(attention_mask.shape) != 2:
+        raise ValueError(
+            f"attention_mask must be 2D [batch, past + length] (or a prepared 4D mask), got shape "
+            f"{tuple(attention_mask.shape)}"
+        )
+    if attention_mask.shape[-1] != kv_len:
+        raise ValueError(
+            f"attention_mask has {attention_mask.shape[-1]} columns but the cache holds {past_len} positions "
+            f"and the input {q_len}: it must cover past + current tokens ({kv_len})"
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -266,9 +230,9 @@ class QwenVLPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["QwenVLBlock", "VisionTransformer"]
     _supports_sdpa = True
-    _supports_flash_attn = False
-    _supports_flex_attn = False
-    _supports_attention_backend = False
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
     _can_compile_fullgraph = False
 
     @classmethod
@@ -281,6 +245,25 @@ class QwenVLPreTrainedModel(PreTrainedModel):
             if isinstance(module, Resampler):
                 module.pos_embed.requires_grad_(False)
         return loaded
+
+    def _set_gradient_checkpointing(
+        self, enable: bool = True, gradient_checkpointing_func: Any = None, every_n_layers: int = 1
+    ) -> None:
+        """transformers' switch, with ``every_n_layers`` counted per stack: blocks ``0, k, 2k, ...`` of the
+        language model and, separately, of the vision tower are checkpointed (transformers counts the blocks of
+        both stacks as one sequence, so the vision tower's pattern would depend on the number of LLM layers)."""
+        super()._set_gradient_checkpointing(
+            enable=enable,
+            gradient_checkpointing_func=gradient_checkpointing_func or checkpoint,
+            every_n_layers=every_n_layers,
+        )
+        if enable:
+            for stack in self.modules():
+                if isinstance(stack, nn.ModuleList) and all(
+                    isinstance(block, GradientCheckpointingLayer) for block in stack
+                ):
+                    for i, block in enumerate(stack):
+                        block.gradient_checkpointing = i % every_n_layers == 0
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -325,6 +308,7 @@ class QwenVLModel(QwenVLPreTrainedModel):
         self.ln_f = QwenVLRMSNorm(config.hidden_size, eps=config.layer_norm_epsilon)
         self.visual = VisionTransformer(config)
         self.rotary_dim = int(config.kv_channels * config.rotary_pct)
+        self.rotary = RotaryTables(self.rotary_dim)
         # Dynamic-NTK alpha chosen at the last eval-mode prefill; decode steps reuse it, as in the original.
         self._ntk_alpha = 1.0
         # Run the vision tower at every prefill, on a blank image when there is none (set_vision_every_step).
@@ -414,10 +398,15 @@ class QwenVLModel(QwenVLPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         past_key_values: Cache | None = None,
+        position_ids: torch.LongTensor | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPast | tuple:
-        """Run the decoder. ``past_key_values`` is an alias of ``cache``; ``position_ids`` are ignored (positions
-        come from the cache length, as in the original)."""
+        """Run the decoder. ``past_key_values`` is an alias of ``cache``.
+
+        Positions come from the cache length, as in the original, unless ``position_ids`` ``[B, L]`` are given:
+        packed samples (positions restarting at 0 where a sample starts, no ``attention_mask``) then attend only
+        within their own sample.
+        """
         config = self.config
         cache = _pick_cache(cache, past_key_values)
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
@@ -461,11 +450,22 @@ class QwenVLModel(QwenVLPreTrainedModel):
         else:
             alpha = 1.0
         base = ntk_base(float(config.rotary_emb_base), alpha, self.rotary_dim)
-        cos, sin = rotary_cos_sin(past_len, length, self.rotary_dim, base, device=device)
+        cos, sin = self.rotary.lookup(base, past_len, length, device, position_ids=position_ids)
         logn = None
         if config.use_logn_attn and extrapolate and past_len + length > config.seq_length:
             logn = logn_scale(past_len, length, config.seq_length, device=device)
-        mask, is_causal = build_attention_mask(attention_mask, length, past_len, hidden_states.dtype, device)
+        if attention_mask is not None:
+            check_attention_mask(attention_mask, length, past_len)
+        mask = create_causal_mask(
+            config=config,
+            inputs_embeds=hidden_states,
+            attention_mask=attention_mask,
+            # Packed samples are found from position_ids only without a cache (a training forward).
+            cache=None if position_ids is not None and not past_len else cache,
+            position_ids=position_ids,
+        )
+        # Flash kernels find the packed samples' boundaries from the positions.
+        attn_kwargs = {} if position_ids is None else {"position_ids": position_ids}
 
         all_hidden: tuple[torch.Tensor, ...] = ()
         all_attn: tuple[torch.Tensor, ...] = ()
@@ -478,9 +478,9 @@ class QwenVLModel(QwenVLPreTrainedModel):
                 sin=sin,
                 logn=logn,
                 attention_mask=mask,
-                is_causal=is_causal,
                 cache=cache,
                 output_attentions=output_attentions,
+                **attn_kwargs,
             )
             if output_attentions:
                 all_attn += (weights,)
@@ -520,6 +520,8 @@ class QwenVLForCausalLM(ChatMixin, QwenVLPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         #: Labelled tokens per chunk of output logits in the loss (a runtime setting, not saved).
         self.loss_chunk_size = DEFAULT_CHUNK_SIZE
+        #: "chunked" or "cce" (set by training from --loss_backend after probing; a runtime setting, not saved).
+        self.loss_backend = "chunked"
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -572,6 +574,7 @@ class QwenVLForCausalLM(ChatMixin, QwenVLPreTrainedModel, GenerationMixin):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            position_ids=kwargs.get("position_ids"),
         )
         hidden_states = outputs.last_hidden_state
         shift_labels = kwargs.get("shift_labels")
@@ -584,6 +587,7 @@ class QwenVLForCausalLM(ChatMixin, QwenVLPreTrainedModel, GenerationMixin):
                 shift_labels=shift_labels,
                 num_items_in_batch=kwargs.get("num_items_in_batch"),
                 chunk_size=self.loss_chunk_size,
+                backend=self.loss_backend,
             )
         if return_logits is None:
             # A training step only needs the loss; the full logits cost [tokens, vocab] of compute and memory.

@@ -42,6 +42,29 @@ def resize_pos_table(table: torch.Tensor, n_positions: int) -> torch.Tensor:
     return grid.permute(0, 2, 3, 1).flatten(0, 2).to(table.dtype)
 
 
+class ResizedTableCache:
+    """The resized copy of a frozen positional table, kept while the table is unchanged.
+
+    A step used to re-interpolate the ViT's 16 x 16 table to the patch grid (32 x 32 at 448 px) and the
+    resampler's ``pos_embed`` likewise; both are frozen in most runs, so the result is reused. It is recomputed
+    whenever the size, dtype, device, storage or version counter (bumped by every in-place write, e.g. a load or
+    an optimizer step) changes; a table that requires grad is never cached, so gradients flow as before.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value: torch.Tensor | None = None
+
+    def __call__(self, table: torch.Tensor, n_positions: int) -> torch.Tensor:
+        if table.requires_grad or hasattr(table, "_local_tensor"):  # trainable, or a sharded DTensor
+            return resize_pos_table(table, n_positions)
+        key = (n_positions, table.dtype, table.device, table.data_ptr(), table._version)
+        if key != self._key or self._value is None:
+            self._value = resize_pos_table(table, n_positions)
+            self._key = key
+        return self._value
+
+
 def sincos_pos_table(embed_dim: int, grid_size: int) -> torch.Tensor:
     """The 2D sin-cos table ``[grid_size**2, embed_dim]`` (MAE layout) that initialises ``attn_pool.pos_embed``.
 
@@ -193,9 +216,10 @@ class Resampler(nn.Module):
         self.attn = ResamplerAttention(config, embed_dim, embed_dim // 128)
         self.ln_q = nn.LayerNorm(embed_dim, eps=VISION_LN_EPS)
         self.ln_kv = nn.LayerNorm(embed_dim, eps=VISION_LN_EPS)
+        self._key_pos = ResizedTableCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        key_pos = resize_pos_table(self.pos_embed, x.shape[1])
+        key_pos = self._key_pos(self.pos_embed, x.shape[1])
         x = self.ln_kv(self.kv_proj(x))
         queries = (self.ln_q(self.query) + self.pos_embed).unsqueeze(0).expand(x.shape[0], -1, -1)
         return self.attn(queries, x + key_pos, x)
@@ -227,12 +251,13 @@ class VisionTransformer(nn.Module):
         self.attn_pool = Resampler(config, int(visual["n_queries"]), output_dim, width)
         self.ln_post = nn.LayerNorm(output_dim, eps=VISION_LN_EPS)
         self.proj = nn.Parameter(torch.empty(output_dim, output_dim))
+        self._positions = ResizedTableCache()
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         weight = self.conv1.weight
         x = self.conv1(pixel_values.to(device=weight.device, dtype=weight.dtype))
         x = x.flatten(2).transpose(1, 2)  # [N, grid*grid, width]
-        x = x + resize_pos_table(self.positional_embedding, x.shape[1])
+        x = x + self._positions(self.positional_embedding, x.shape[1])
         x = self.transformer(self.ln_pre(x))
         x = self.ln_post(self.attn_pool(x))
         return x @ self.proj

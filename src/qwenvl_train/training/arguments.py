@@ -71,7 +71,8 @@ class ModelArguments:
     attn_implementation: str | None = field(
         default=None,
         metadata={
-            "help": "Attention kernel passed to from_pretrained (eager, sdpa); default: the model's choice."
+            "help": "Attention kernel passed to from_pretrained: eager (the original's operations), sdpa, "
+            "flex_attention, flash_attention_2/3 or a registered kernel; default: the model's choice (sdpa)."
         },
     )
     dtype: str = field(
@@ -170,9 +171,45 @@ class QuantArguments:
     )
 
 
+CHECKPOINTING_ON = ("full", "true", "yes", "on")
+CHECKPOINTING_OFF = ("off", "false", "no", "none")
+
+
+def checkpointing_every(value: Any) -> int:
+    """``--activation_checkpointing`` as "checkpoint every k-th block": ``full``/``true`` -> 1, ``off``/``false``
+    -> 0, an integer ``k >= 0`` -> ``k`` (``1`` is full, ``0`` is off).
+
+    Raises:
+        ValueError: anything else.
+    """
+    if value is None or isinstance(value, bool):
+        return int(bool(value))
+    text = str(value).strip().lower()
+    if text in CHECKPOINTING_ON:
+        return 1
+    if text in CHECKPOINTING_OFF:
+        return 0
+    if text.isdigit():
+        return int(text)
+    raise ValueError(
+        f"--activation_checkpointing takes full, off (or true/false) or an integer k (every k-th block), got {value!r}"
+    )
+
+
 @dataclass
 class TrainingArguments(transformers.TrainingArguments):
     """transformers' TrainingArguments with the original Qwen-VL recipe's defaults."""
+
+    activation_checkpointing: str | None = field(  # type: ignore[assignment]
+        default=None,
+        metadata={
+            "help": "Recompute activations in the backward pass to save memory: 'full' (every block; a bare flag "
+            "or 'true' means the same), an integer k (only every k-th block of the language model and of the "
+            "vision tower, from the first: less memory saved, less recomputation), or 'off'/'false'.",
+            "nargs": "?",
+            "const": "full",
+        },
+    )
 
     output_dir: str | None = field(
         default="output_qwen", metadata={"help": "Where checkpoints and the model go."}
@@ -196,6 +233,53 @@ class TrainingArguments(transformers.TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep every collated field (pixel_values is not a dataset column)."}
     )
+
+    loss_backend: str = field(
+        default="auto",
+        metadata={
+            "help": "Output layer + cross-entropy: 'auto' uses cut-cross-entropy when the package is installed, "
+            "training runs on CUDA and a one-time probe call works, else the chunked path (one log line says "
+            "why); 'chunked' always the chunked path; 'cce' cut-cross-entropy or stop with an error.",
+            "choices": ["auto", "chunked", "cce"],
+        },
+    )
+
+    packing: bool = field(
+        default=False,
+        metadata={
+            "help": "Padding-free packing: concatenate shuffled samples into one row per micro-batch, up to "
+            "--packing_tokens tokens, each sample attending only to itself (positions restart at 0). Replaces "
+            "length grouping and --per_device_train_batch_size for training batches; the loss of every sample "
+            "is that of the unpacked run."
+        },
+    )
+    packing_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "--packing: tokens per micro-batch. Default: per_device_train_batch_size x model_max_length "
+            "(never more than a padded batch holds)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        every = checkpointing_every(self.activation_checkpointing)
+        self.activation_checkpointing = every > 0
+        super().__post_init__()
+        if every > 1:
+            kwargs = dict(self.activation_checkpointing_kwargs or {})
+            if kwargs.get("every_n_layers", every) != every:
+                raise ValueError(
+                    f"--activation_checkpointing {every} disagrees with every_n_layers="
+                    f"{kwargs['every_n_layers']} in --activation_checkpointing_kwargs"
+                )
+            self.activation_checkpointing_kwargs = {**kwargs, "every_n_layers": every}
+
+    @property
+    def checkpointing_every(self) -> int:
+        """Every how many blocks activations are checkpointed: 0 = off, 1 = full, k."""
+        if not self.activation_checkpointing:
+            return 0
+        return int((self.activation_checkpointing_kwargs or {}).get("every_n_layers", 1))
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoraArguments, QuantArguments, TrainingArguments)
@@ -281,8 +365,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Arguments:
     # As parser defaults, so anything given on the command line overrides the file.
     parser.set_defaults(**{"learning_rate": DEFAULT_LEARNING_RATE[tune], **file_values})
     # Returns the five dataclasses, then a namespace holding --config.
-    model, data, lora, quant, training, _ = parser.parse_args_into_dataclasses(argv)
+    try:
+        model, data, lora, quant, training, _ = parser.parse_args_into_dataclasses(argv)
+    except ValueError as error:  # a value the dataclasses refuse: one line, as argparse's own errors
+        parser.error(str(error))
     args = Arguments(model=model, data=data, lora=lora, quant=quant, training=training)
+    if training.packing and training.packing_tokens is None:
+        training.packing_tokens = training.per_device_train_batch_size * data.model_max_length
+    if training.packing_tokens is not None and training.packing_tokens < 1:
+        parser.error(f"--packing_tokens must be positive, got {training.packing_tokens}")
     if args.model.tune != "qlora" and args.quant.quant != "auto":
         parser.error(f"--quant {args.quant.quant} needs --tune qlora")
     return args
@@ -296,7 +387,8 @@ def settings_line(args: Arguments) -> str:
         f"settings: tune={args.model.tune} lr={t.learning_rate:g} schedule={schedule} "
         f"warmup={t.warmup_steps:g} weight_decay={t.weight_decay:g} adam_betas=({t.adam_beta1:g}, {t.adam_beta2:g}) "
         f"model_max_length={args.data.model_max_length} bf16={t.bf16} fp16={t.fp16} "
-        f"activation_checkpointing={bool(t.activation_checkpointing)}"
+        f"activation_checkpointing={ {0: 'off', 1: 'full'}.get(t.checkpointing_every, t.checkpointing_every) }"
+        + (f" packing={t.packing_tokens}" if t.packing else "")
         + (
             f" lora_r={args.lora.lora_r} lora_alpha={args.lora.lora_alpha} lora_dropout={args.lora.lora_dropout:g} "
             f"lora_target={','.join(args.lora.lora_target)}"

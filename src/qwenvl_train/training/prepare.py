@@ -179,6 +179,7 @@ def prepare_model(model: nn.Module, args: Arguments) -> nn.Module:
     Returns:
         The model to train (a ``PeftModel`` in lora/qlora mode).
     """
+    set_loss_backend(model, args.training.loss_backend, args.training.device)
     if args.model.tune == "full":
         return prepare_full(model, args.model)
     _reject_freeze_flags(args.model)
@@ -195,6 +196,23 @@ def prepare_model(model: nn.Module, args: Arguments) -> nn.Module:
         # require grad and (with reentrant checkpointing) the adapters inside them would get no gradient.
         model.enable_input_require_grads()
     return model
+
+
+def set_loss_backend(model: nn.Module, requested: str, device: torch.device) -> str:
+    """Resolve ``--loss_backend`` on the training device (probing cut-cross-entropy once) and set it on the model.
+
+    Raises:
+        PreparationError: ``cce`` was asked for and cannot run here.
+    """
+    from ..model.cce import LossBackendError, resolve_loss_backend
+
+    try:
+        backend = resolve_loss_backend(requested, device)
+    except LossBackendError as error:
+        raise PreparationError(str(error)) from None
+    if hasattr(model, "loss_backend"):
+        model.loss_backend = backend
+    return backend
 
 
 def prepare_full(model: nn.Module, model_args: ModelArguments) -> nn.Module:

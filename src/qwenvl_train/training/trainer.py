@@ -8,6 +8,7 @@ What it adds to the stock Trainer:
   directly with ``AutoModelForCausalLM.from_pretrained(folder)``;
 - length-grouped sampling uses the lengths the dataset computed (no image is loaded to measure a sample), with
   an order that depends only on the seed and the epoch, so a resumed run sees the same batches;
+- ``--packing``: padding-free micro-batches of up to ``--packing_tokens`` tokens (:mod:`.packing`), one row each;
 - ``--resume_from_checkpoint auto`` takes the newest *complete* checkpoint (a save killed half-way is skipped).
 """
 
@@ -88,6 +89,38 @@ class QwenVLTrainer(GenerationEvalMixin, Trainer):
     def prediction_step(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         self._count_replaced(inputs)
         return super().prediction_step(model, inputs, *args, **kwargs)
+
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        """The stock loader, or with ``--packing`` one packed row per micro-batch (see :mod:`.packing`)."""
+        if not getattr(self.args, "packing", False):
+            return super().get_train_dataloader()
+        from functools import partial
+
+        from transformers.trainer_utils import seed_worker
+
+        from ..data.collator import PackingCollator
+        from .packing import PackedBatchSampler
+
+        dataset = self.train_dataset
+        if not hasattr(dataset, "lengths"):
+            raise ValueError(
+                "--packing needs a dataset that knows its samples' lengths (ConversationDataset)"
+            )
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        args = self.args
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=PackedBatchSampler(dataset.lengths.tolist(), args.packing_tokens, seed),
+            collate_fn=PackingCollator(),
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers,
+            prefetch_factor=args.dataloader_prefetch_factor,
+            worker_init_fn=partial(
+                seed_worker, num_workers=args.dataloader_num_workers, rank=args.process_index
+            ),
+        )
+        return self.accelerator.prepare(loader)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
