@@ -3,6 +3,7 @@ hit, keys that follow the vision weights and the preprocessing, refusal when any
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,38 @@ def test_a_damaged_file_is_computed_again(model: QwenVLForCausalLM, tmp_path: Pa
     cache.path(cache.key(pixels[0])).write_bytes(b"not safetensors")
     assert torch.equal(cache.features(pixels), good) and cache.misses == 2
     assert not list(tmp_path.glob("*/.*.tmp"))  # nothing left aside
+
+
+def test_writers_of_the_same_key_never_expose_a_partial_file(
+    model: QwenVLForCausalLM, tmp_path: Path
+) -> None:
+    """Ranks (here threads, each with its own cache object) writing the same image at once: every read finds the
+    whole file or none, and nothing is left aside."""
+    _, pixels = image_batch(model, n_images=1)
+    caches = [VisionFeatureCache(tmp_path, model.transformer.visual) for _ in range(3)]
+    key = caches[0].key(pixels[0])
+    expected = caches[0].features(pixels)[0]
+    caches[0].path(key).unlink()
+
+    def write(cache: VisionFeatureCache) -> None:
+        for _ in range(20):
+            cache._write(key, expected)
+
+    def read(cache: VisionFeatureCache) -> list[bool]:
+        return [
+            torch.equal(found, expected)
+            for found in (cache._read(key) for _ in range(200))
+            if found is not None
+        ]
+
+    with ThreadPoolExecutor(3) as pool:
+        writers = [pool.submit(write, cache) for cache in caches[:2]]
+        reads = pool.submit(read, caches[2]).result()
+        for writer in writers:
+            writer.result()
+    assert all(reads)
+    assert torch.equal(caches[2]._read(key), expected)
+    assert [p.name for p in tmp_path.glob("*/*")] == [f"{key}.safetensors"]
 
 
 def test_key_follows_vision_weights_and_image_size_only(tiny_model_dir: Path, tmp_path: Path) -> None:
