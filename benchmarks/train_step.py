@@ -17,11 +17,14 @@ timed ones, for each mode and each path:
   in chunks (``model.loss_chunk_size``) and the frozen-vision feature cache (warm after the warm-up, as in every
   epoch after the first).
 
-Columns: seconds per iteration, tokens/s, peak memory (CUDA: ``max_memory_allocated``; CPU: the process's peak
-resident memory ``VmHWM``, reset before each run, so it includes the model), model-FLOP utilization against the
-matmul peak measured here (bf16 on CUDA, fp32 on CPU; model FLOPs = 6 x LLM matmul weights x tokens + attention,
-plus 2 x ViT weights x patches where the tower runs: the cached path does not count the ViT work it skips), and
-optimized/eager time.
+Both paths are built side by side; after the warm-up and one untimed iteration that measures memory, the timed
+iterations alternate between them (a shared machine's load then falls on both alike) and the median is reported.
+Columns: seconds per iteration, tokens/s, step memory (what an iteration allocates above the resident weights,
+optimizer state and cache: CUDA ``max_memory_allocated`` minus what was allocated before; CPU the peak of the live
+tensors it creates, tracked op by op), model-FLOP utilization against the
+matmul peak measured here (bf16 on CUDA, fp32 on CPU; the FLOPs an iteration needs: 4 x frozen LLM matmul weights
+x tokens, the output layer on the labelled tokens only, attention, and 2 x ViT weights x patches where the tower
+runs, so the eager path's wasted logits count as lost utilization), and optimized/eager time.
 
 Then the loss alone, forward and backward, for growing numbers of labelled tokens: the peak of the tensors it
 holds (tracked op by op) and its largest tensor, beside what one full ``[tokens, vocab]`` fp32 logits tensor
@@ -31,10 +34,11 @@ would take.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
+import shutil
+import statistics
 import tempfile
 import time
 import weakref
@@ -129,27 +133,6 @@ def synchronize(dev: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def reset_peak(dev: torch.device) -> None:
-    """Start the peak memory afresh (CUDA allocator, or the process's ``VmHWM``)."""
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        return
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_memory(dev: torch.device) -> float:
-    """Peak since :func:`reset_peak`, GiB."""
-    if dev.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**30
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
 class TensorMemory(TorchDispatchMode):
     """Bytes of tensor storage created inside the block and still alive: the peak and the largest one."""
 
@@ -215,17 +198,22 @@ def synthetic_samples(
     return samples
 
 
-def model_flops(config: QwenVLConfig, tokens: int, images: int, tower: bool = True) -> float:
-    """Model FLOPs of one iteration (see the module docstring); ``tower``: count the ViT's forward."""
+def model_flops(
+    config: QwenVLConfig, tokens: int, labelled: int, images: int, head_trains: bool, tower: bool
+) -> float:
+    """FLOPs one iteration needs (see the module docstring): the frozen LLM matmuls forward and input-gradient
+    (4 x weights x tokens), the output layer on the labelled tokens only (6x when it trains), attention, and the
+    ViT's forward when ``tower`` (the cached path skips it). LoRA's own small matmuls are left out."""
     h, layers = config.hidden_size, config.num_hidden_layers
     per_layer = 4 * h * h + 3 * h * (config.intermediate_size // 2)  # c_attn + c_proj, w1 + w2 + c_proj
-    llm = 6 * (layers * per_layer + h * config.vocab_size) * tokens
-    attention = 6 * 2 * layers * h * tokens * tokens / max(images, 1)  # per sample: L^2, causal ignored
+    llm = 4 * layers * per_layer * tokens
+    head = (6 if head_trains else 4) * h * config.vocab_size * labelled
+    attention = 3 * 4 * layers * h * tokens * tokens / max(images, 1)  # per sample: L^2, causal ignored
     visual = config.visual
     width, patches = int(visual["width"]), (int(visual["image_size"]) // int(visual["patch_size"])) ** 2
     mlp = int(width * float(visual["mlp_ratio"]))
     vit = 2 * int(visual["layers"]) * (4 * width * width + 2 * width * mlp) * patches * images
-    return llm + attention + (vit if tower else 0)
+    return llm + head + attention + (vit if tower else 0)
 
 
 @dataclass
@@ -322,75 +310,113 @@ def optimized_loss(cache: VisionFeatureCache) -> Callable:
     return loss
 
 
-def time_path(
-    model,  # noqa: ANN001
-    loss_fn: Callable,
-    samples: list[dict],
-    accum: int,
-    warmup: int,
-    iters: int,
-    dev: torch.device,
-) -> tuple[float, float]:
-    """(seconds per iteration, peak GiB) of ``iters`` timed iterations after ``warmup``."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-5)
-    batches = [{k: v.to(dev) for k, v in s.items()} for s in samples]
+class Runner:
+    """One path of one mode: a model, its loss, its optimizer, and the iteration it times."""
 
-    def iteration(k: int) -> None:
-        group = batches[(k * accum) % len(batches) :][:accum]
-        group += batches[: accum - len(group)]
+    def __init__(self, model, loss_fn: Callable, samples: list[dict], accum: int, dev: torch.device) -> None:  # noqa: ANN001
+        self.model, self.loss_fn, self.accum, self.dev = model, loss_fn, accum, dev
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=1e-5)
+        self.batches = [{k: v.to(dev) for k, v in s.items()} for s in samples]
+        self.count = 0
+
+    def iteration(self) -> float:
+        """One iteration (``accum`` micro-batches, one optimizer step); its seconds."""
+        k, accum = self.count, self.accum
+        self.count += 1
+        group = self.batches[(k * accum) % len(self.batches) :][:accum]
+        group += self.batches[: accum - len(group)]
         n_items = int(sum(int((s["labels"][:, 1:] != -100).sum()) for s in group))
+        synchronize(self.dev)
+        start = time.perf_counter()
         for sample in group:
-            loss_fn(model, sample, n_items).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+            self.loss_fn(self.model, sample, n_items).backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        synchronize(self.dev)
+        return time.perf_counter() - start
 
-    for k in range(warmup):
-        iteration(k)
-    synchronize(dev)
-    reset_peak(dev)
-    start = time.perf_counter()
-    for k in range(iters):
-        iteration(warmup + k)
-    synchronize(dev)
-    return (time.perf_counter() - start) / iters, peak_memory(dev)
+    def step_memory(self) -> float:
+        """GiB an iteration allocates above what is resident before it (weights, optimizer state, cache):
+        the CUDA allocator's peak, or on CPU the live tensors tracked op by op (untimed)."""
+        if self.dev.type == "cuda":
+            synchronize(self.dev)
+            before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            self.iteration()
+            return (torch.cuda.max_memory_allocated() - before) / 2**30
+        with TensorMemory() as memory:
+            self.iteration()
+        return memory.peak / 2**30
 
 
 def run_mode(args: argparse.Namespace, model_dir: Path, mode: str, length: int, peak: float) -> list[Result]:
+    """Both paths of ``mode`` at ``length``: warm-up, one untimed iteration for memory, then ``iters`` timed
+    iterations taken in turns (eager, optimized, eager, ...) so that a shared machine's load falls on both alike;
+    the median is reported."""
     dev = device()
-    results = []
     config = QwenVLConfig.from_pretrained(model_dir)
     samples = synthetic_samples(config, length, args.accum)
     tokens = length * args.accum
-    for path in ("eager", "optimized"):
-        attn = "eager" if path == "eager" else args.attn
-        try:
-            model, used = build(model_dir, mode, attn, dev, args.gptq_dir)
-        except (RuntimeError, ImportError) as exc:
-            print(f"  skip {mode}: {str(exc).splitlines()[0]}")
-            return []
-        if path == "eager":
-            loss_fn: Callable = eager_loss
-            note = "full logits, tower every step"
-        else:
-            base = model.get_base_model()
-            cache_dir = tempfile.mkdtemp(prefix="vision-cache-")
-            loss_fn = optimized_loss(VisionFeatureCache(cache_dir, base.transformer.visual))
-            note = f"attn {used}, chunked loss, vision cache"
-        seconds, peak_gib = time_path(model, loss_fn, samples, args.accum, args.warmup, args.iters, dev)
-        flops = model_flops(config, tokens, images=args.accum, tower=path == "eager")
-        results.append(
-            Result(mode, path, length, seconds, tokens / seconds, peak_gib, flops / seconds / peak, note)
+    labelled = sum(int((s["labels"][:, 1:] != -100).sum()) for s in samples)
+    runners: dict[str, Runner] = {}
+    notes: dict[str, str] = {}
+    cache_dir = tempfile.mkdtemp(prefix="vision-cache-")
+    try:
+        for path in ("eager", "optimized"):
+            try:
+                model, used = build(
+                    model_dir, mode, "eager" if path == "eager" else args.attn, dev, args.gptq_dir
+                )
+            except (RuntimeError, ImportError) as exc:
+                print(f"  skip {mode}: {str(exc).splitlines()[0]}")
+                return []
+            if path == "eager":
+                loss_fn: Callable = eager_loss
+                notes[path] = "full logits, tower every step"
+            else:
+                visual = model.get_base_model().transformer.visual
+                loss_fn = optimized_loss(VisionFeatureCache(cache_dir, visual))
+                notes[path] = f"attn {used}, chunked loss, vision cache"
+            runners[path] = Runner(model, loss_fn, samples, args.accum, dev)
+        memory = {}
+        for path, runner in runners.items():
+            for _ in range(args.warmup):
+                runner.iteration()
+            memory[path] = runner.step_memory()
+        times: dict[str, list[float]] = {path: [] for path in runners}
+        for _ in range(args.iters):
+            for path, runner in runners.items():
+                times[path].append(runner.iteration())
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    results = []
+    for path in runners:
+        seconds = statistics.median(times[path])
+        flops = model_flops(
+            config, tokens, labelled, args.accum, head_trains=mode == "lora-base", tower=path == "eager"
         )
-        del model
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
+        results.append(
+            Result(
+                mode,
+                path,
+                length,
+                seconds,
+                tokens / seconds,
+                memory[path],
+                flops / seconds / peak,
+                notes[path],
+            )
+        )
+    del runners
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
     return results
 
 
 def print_table(results: list[Result]) -> None:
     print()
-    header = f"{'mode':<11} {'len':>5} {'path':<10} {'s/it':>8} {'tokens/s':>9} {'peak GiB':>9} {'MFU':>6} {'ratio':>6}  note"
+    header = f"{'mode':<11} {'len':>5} {'path':<10} {'s/it':>8} {'tokens/s':>9} {'step GiB':>9} {'MFU':>6} {'ratio':>6}  note"
     print(header)
     print("-" * len(header))
     eager: dict[tuple[str, int], float] = {}
@@ -405,6 +431,9 @@ def print_table(results: list[Result]) -> None:
             f"{100 * r.mfu:>5.1f}% {ratio:>6}  {r.note}"
         )
     print("ratio = optimized s/it / eager s/it (lower is better)")
+    print(
+        "step GiB = peak memory an iteration allocates above the resident weights, optimizer state and cache"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ loss memory
@@ -462,7 +491,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--warmup", type=int, default=1, help="untimed iterations first (they fill the cache)"
     )
-    parser.add_argument("--iters", type=int, default=None, help="timed iterations (default 2 CPU, 5 GPU)")
+    parser.add_argument("--iters", type=int, default=None, help="timed iterations (default 3 CPU, 5 GPU)")
     parser.add_argument("--attn", default="sdpa", help="attention of the optimized path (eager if refused)")
     parser.add_argument("--gptq_dir", default=None, help="a GPTQ checkpoint of --size, for qlora-gptq")
     parser.add_argument("--loss_tokens", type=int, nargs="*", default=[256, 1024, 2048, 4096])
@@ -476,7 +505,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.lengths = args.lengths or ([384, 512, 1024, 2048] if gpu else [384])
     args.modes = args.modes or (list(MODES) if gpu else ["lora-chat"])
     args.accum = args.accum or (8 if gpu else 2)
-    args.iters = args.iters or (5 if gpu else 2)
+    args.iters = args.iters or (5 if gpu else 3)
     return args
 
 
