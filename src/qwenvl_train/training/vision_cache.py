@@ -84,7 +84,7 @@ def vision_fingerprint(visual: nn.Module) -> str:
     for name, tensor in visual.state_dict().items():
         t = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
 
 
@@ -92,7 +92,7 @@ def pixels_digest(pixels: torch.Tensor) -> str:
     """SHA-256 of one preprocessed image ``[3, S, S]``: its shape, dtype and bytes."""
     t = pixels.detach().to("cpu").contiguous()
     digest = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
-    digest.update(t.view(torch.uint8).numpy().tobytes())
+    digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
