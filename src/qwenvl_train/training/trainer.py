@@ -70,7 +70,9 @@ class QwenVLTrainer(GenerationEvalMixin, Trainer):
         #: ``--vision_cache``: a :class:`~.vision_cache.VisionFeatureCache` the batches' images go through.
         self.vision_cache: Any = None
 
-    def _count_replaced(self, inputs: dict[str, Any]) -> dict[str, Any]:
+    def _take_batch(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Count the replaced samples the collator reports; with ``--vision_cache`` swap the pixels for the
+        cached (or freshly computed and stored) image features."""
         self.replaced_samples += int(inputs.pop("replaced_samples", 0))
         if self.vision_cache is not None:
             inputs = self.vision_cache.replace_pixels(inputs)
@@ -79,7 +81,7 @@ class QwenVLTrainer(GenerationEvalMixin, Trainer):
     def training_step(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
     ) -> torch.Tensor:
-        inputs = self._count_replaced(inputs)
+        inputs = self._take_batch(inputs)
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss).all():
             step = self.state.global_step + 1
@@ -91,7 +93,7 @@ class QwenVLTrainer(GenerationEvalMixin, Trainer):
         return loss
 
     def prediction_step(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        inputs = self._count_replaced(inputs)
+        inputs = self._take_batch(inputs)
         return super().prediction_step(model, inputs, *args, **kwargs)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
