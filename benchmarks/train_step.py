@@ -520,6 +520,10 @@ def versions() -> Iterator[str]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     dev = device()
+    if args.size == "full" and dev.type != "cuda":
+        raise SystemExit(
+            "train_step.py: --size full (9.66B parameters) needs a GPU; use --size medium on a CPU"
+        )
     name = torch.cuda.get_device_name() if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name} | load average {load_average()} | {''.join(versions())}")
     peak = matmul_peak(dev)
