@@ -360,10 +360,30 @@ class QwenVLModel(QwenVLPreTrainedModel):
         return starts[:, 0], starts[:, 1]
 
     def splice_images(
-        self, inputs_embeds: torch.Tensor, input_ids: torch.Tensor, pixel_values: torch.Tensor | None
+        self,
+        inputs_embeds: torch.Tensor,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None,
+        image_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Replace the embeddings inside every image span with the resampled image features."""
+        """Replace the embeddings inside every image span with the resampled image features.
+
+        ``image_features`` ``[n_images, n_queries, hidden]`` are what ``visual(pixel_values)`` returns, computed
+        beforehand (the frozen-vision feature cache, ``training/vision_cache.py``): given them, the tower does not
+        run and ``pixel_values`` must not be passed.
+        """
         rows, starts = self.image_spans(input_ids)
+        if image_features is not None:
+            if pixel_values is not None:
+                raise ValueError("pass either pixel_values or image_features, not both")
+            if rows.numel() != image_features.shape[0]:
+                raise ValueError(
+                    f"input_ids hold {rows.numel()} image span(s) but {image_features.shape[0]} image feature "
+                    "row(s) were given"
+                )
+            if rows.numel() == 0:
+                return inputs_embeds
+            return self._fill_spans(inputs_embeds, rows, starts, image_features.to(inputs_embeds.dtype))
         n_images = 0 if pixel_values is None else pixel_values.shape[0]
         if rows.numel() != n_images:
             hint = " (pass pixel_values)" if pixel_values is None else ""
@@ -380,6 +400,11 @@ class QwenVLModel(QwenVLPreTrainedModel):
         if n_images == 0:
             # The blank image's features fill no span: same graph shape as a real splice, zero gradients.
             features = features[:0]
+        return self._fill_spans(inputs_embeds, rows, starts, features)
+
+    def _fill_spans(
+        self, inputs_embeds: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor, features: torch.Tensor
+    ) -> torch.Tensor:
         n_queries = self.config.n_queries
         offsets = torch.arange(1, n_queries + 1, device=starts.device)
         cols = (starts[:, None] + offsets[None, :]).reshape(-1)
@@ -399,13 +424,15 @@ class QwenVLModel(QwenVLPreTrainedModel):
         return_dict: bool | None = None,
         past_key_values: Cache | None = None,
         position_ids: torch.LongTensor | None = None,
+        image_features: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPast | tuple:
         """Run the decoder. ``past_key_values`` is an alias of ``cache``.
 
         Positions come from the cache length, as in the original, unless ``position_ids`` ``[B, L]`` are given:
         packed samples (positions restarting at 0 where a sample starts, no ``attention_mask``) then attend only
-        within their own sample.
+        within their own sample. ``image_features`` may replace ``pixel_values`` (the tower's output computed
+        beforehand, see :meth:`splice_images`).
         """
         config = self.config
         cache = _pick_cache(cache, past_key_values)
@@ -429,10 +456,10 @@ class QwenVLModel(QwenVLPreTrainedModel):
             inputs_embeds = self.wte(input_ids)
         hidden_states = self.drop(inputs_embeds)
         if input_ids is None:
-            if pixel_values is not None:
+            if pixel_values is not None or image_features is not None:
                 raise ValueError("pixel_values need input_ids (to find the image spans), not inputs_embeds")
         elif past_len == 0:
-            hidden_states = self.splice_images(hidden_states, input_ids, pixel_values)
+            hidden_states = self.splice_images(hidden_states, input_ids, pixel_values, image_features)
         elif pixel_values is not None and bool((input_ids == config.image_start_id).any()):
             # Decode steps ignore pixel_values, but an image span after the prefill would silently stay text.
             raise ValueError(
@@ -551,11 +578,13 @@ class QwenVLForCausalLM(ChatMixin, QwenVLPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Cache | None = None,
         return_logits: bool | None = None,
+        image_features: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple:
         """Logits and, given ``labels`` (-100 = ignored), the shifted next-token cross-entropy.
 
-        ``pixel_values`` ``[n_images, 3, H, W]`` fill the ``<img>`` spans of ``input_ids`` in reading order.
+        ``pixel_values`` ``[n_images, 3, H, W]`` fill the ``<img>`` spans of ``input_ids`` in reading order;
+        ``image_features`` (the vision tower's output for them, from the feature cache) may be given instead.
         ``num_items_in_batch`` (from the Trainer under gradient accumulation) turns the mean into sum / count;
         ``shift_labels`` may replace ``labels`` (targets already shifted).
 
@@ -568,6 +597,7 @@ class QwenVLForCausalLM(ChatMixin, QwenVLPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             pixel_values=pixel_values,
+            image_features=image_features,
             cache=_pick_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,

@@ -75,6 +75,15 @@ class ModelArguments:
             "flex_attention, flash_attention_2/3 or a registered kernel; default: the model's choice (sdpa)."
         },
     )
+    vision_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the frozen-vision feature cache: each image's vision-tower output is computed once, "
+            "stored (safetensors, keyed by the pixels, the vision weights and the compute dtype) and reused in "
+            "later epochs and runs. Needs the whole tower frozen (full: --freeze_vit --freeze_resampler; "
+            "lora/qlora: no transformer.visual targets); not with ZeRO-3 or FSDP."
+        },
+    )
     dtype: str = field(
         default="auto",
         metadata={

@@ -26,6 +26,7 @@ from ..data.sources import TrainingDataError
 from .arguments import Arguments, parse_args, settings_line
 from .generation_eval import attach_generation_eval
 from .prepare import (
+    PreparationError,
     check_adapter_holds_trainables,
     count_parameters,
     load_model,
@@ -42,6 +43,7 @@ from .trainer import (
     run_vision_every_step,
     setup_distributed,
 )
+from .vision_cache import VisionFeatureCache, check_vision_cacheable, vision_tower
 
 
 def train(argv: Sequence[str] | None = None) -> QwenVLTrainer:
@@ -59,6 +61,12 @@ def train(argv: Sequence[str] | None = None) -> QwenVLTrainer:
         resume_from_checkpoint=resolve_resume(args.training.resume_from_checkpoint, args.training.output_dir)
     )
     report_replaced_samples(trainer)
+    if trainer.vision_cache is not None:
+        cache = trainer.vision_cache
+        print(
+            f"qwenvl-train: vision cache {cache.root}: {cache.hits} image(s) read, {cache.misses} computed",
+            flush=True,
+        )
     save(trainer)
     finish_reporting(args)
     return trainer
@@ -136,6 +144,8 @@ def build_trainer(
     """The Trainer, with the one-line start summary attached."""
     if args.model.tune != "full":
         check_adapter_holds_trainables(model)
+    if args.model.vision_cache:
+        check_vision_cacheable(model, args.training.deepspeed, args.training.fsdp)
     if args.training.deepspeed or args.training.fsdp:
         # DeepSpeed's and FSDP's collectives follow the modules that run; all ranks must run the same ones.
         run_vision_every_step(model)
@@ -147,6 +157,10 @@ def build_trainer(
         data_collator=DataCollator(pad_id=tokenizer.pad_token_id),
         processing_class=tokenizer,
     )
+    if args.model.vision_cache:
+        trainer.vision_cache = VisionFeatureCache(
+            args.model.vision_cache, vision_tower(model), autocast=trainer.accelerator.autocast
+        )
     trainer.add_callback(StartSummaryCallback(start_summary(args, model, train_set)))
     if args.data.eval_data:
         attach_generation_eval(
@@ -224,6 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except SampleLoadError as exc:
         print(f"qwenvl-train: {exc.line}", file=sys.stderr, flush=True)
+        return 1
+    except PreparationError as exc:
+        print(f"qwenvl-train: {exc}", file=sys.stderr, flush=True)
         return 1
     shut_down_process_group(wait=True)
     return 0

@@ -68,14 +68,21 @@ class QwenVLTrainer(GenerationEvalMixin, Trainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.replaced_samples = 0
+        #: ``--vision_cache``: a :class:`~.vision_cache.VisionFeatureCache` the batches' images go through.
+        self.vision_cache: Any = None
 
-    def _count_replaced(self, inputs: dict[str, Any]) -> None:
+    def _take_batch(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Count the replaced samples the collator reports; with ``--vision_cache`` swap the pixels for the
+        cached (or freshly computed and stored) image features."""
         self.replaced_samples += int(inputs.pop("replaced_samples", 0))
+        if self.vision_cache is not None:
+            inputs = self.vision_cache.replace_pixels(inputs)
+        return inputs
 
     def training_step(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
     ) -> torch.Tensor:
-        self._count_replaced(inputs)
+        inputs = self._take_batch(inputs)
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss).all():
             step = self.state.global_step + 1
@@ -87,7 +94,7 @@ class QwenVLTrainer(GenerationEvalMixin, Trainer):
         return loss
 
     def prediction_step(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        self._count_replaced(inputs)
+        inputs = self._take_batch(inputs)
         return super().prediction_step(model, inputs, *args, **kwargs)
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:

@@ -1,0 +1,68 @@
+"""Smoke runs of the benchmark scripts at their smallest settings: they run and print their tables (the figures
+themselves are not checked: speed is measured by running the scripts, not by tests)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run(script: str, *args: str) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(BENCHMARKS.parent / "src"), env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def table_rows(output: str, header_word: str) -> tuple[str, list[list[str]]]:
+    """The header line holding ``header_word`` and the rows between its rule and the next blank line."""
+    lines = output.splitlines()
+    at = next(i for i, line in enumerate(lines) if header_word in line and not line.startswith(" " * 20))
+    rows = []
+    for line in lines[at + 2 :]:
+        if not line.strip() or line.startswith(("ratio =", "step GiB =", "load average")):
+            break
+        rows.append(line.split())
+    return lines[at], rows
+
+
+def test_train_step_prints_both_paths_with_a_ratio_and_the_loss_memory_table() -> None:
+    out = run(
+        "train_step.py", "--size", "tiny", "--lengths", "64", "--accum", "1", "--warmup", "1", "--iters", "1",
+        "--loss_tokens", "16", "64", "--loss_chunk", "32", "--loss_eager_max", "64",
+    )  # fmt: skip
+    header, rows = table_rows(out, "s/it")
+    for column in ("mode", "len", "path", "s/it", "tokens/s", "step GiB", "MFU", "ratio"):
+        assert column in header
+    assert [row[:3] for row in rows] == [["lora-chat", "64", "eager"], ["lora-chat", "64", "optimized"]]
+    ratio = float(rows[1][7])
+    assert ratio > 0 and float(rows[1][3]) > 0
+    assert "measured matmul peak" in out
+
+    header, rows = table_rows(out, "chunked peak")
+    assert [row[0] for row in rows] == ["16", "64"]
+    assert all(float(value) > 0 for row in rows for value in (row[1], row[2], row[3], row[4]))
+
+
+def test_data_pipeline_prints_samples_per_second_per_worker_count_and_the_step() -> None:
+    out = run(
+        "data_pipeline.py", "--samples", "6", "--images", "2", "--workers", "0", "1",
+        "--step_size", "tiny", "--step_length", "64",
+    )  # fmt: skip
+    header, rows = table_rows(out, "samples/s")
+    assert "workers" in header
+    rates = {(" ".join(row[:-2]), row[-2]): float(row[-1]) for row in rows}
+    assert rates[("load + transform + collate", "0")] > 0 and rates[("load + transform + collate", "1")] > 0
+    assert rates[("tokenize (scan)", "-")] > 0
+    assert any(stage.startswith("training step, tiny, 64 tokens") for stage, _ in rates)
