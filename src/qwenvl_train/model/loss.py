@@ -82,18 +82,25 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             h = hidden[start : start + chunk_size]
             t = targets[start : start + chunk_size]
             logits = F.linear(h, weight)
+            dtype = logits.dtype
             log_probs = logits.float().log_softmax(dim=-1)
+            # Drop each chunk's tensors as soon as they are used: the next chunk's logits must not be allocated
+            # while this chunk's are alive (peak: two chunks during the log-softmax, not three).
+            del logits
             total += -log_probs.gather(1, t[:, None]).sum()
             if not (need_hidden or need_weight):
+                del log_probs
                 continue
             # d(sum CE)/d(logits) = softmax - onehot, cast to the logits' dtype like autograd's .float() backward.
             grad_logits = log_probs.exp_()
+            del log_probs
             grad_logits[torch.arange(t.shape[0], device=t.device), t] -= 1.0
-            grad_logits = grad_logits.to(logits.dtype)
+            grad_logits = grad_logits.to(dtype)
             if need_hidden:
-                grad_hidden[start : start + chunk_size] = grad_logits @ weight.to(logits.dtype)
+                grad_hidden[start : start + chunk_size] = grad_logits @ weight.to(dtype)
             if need_weight:
-                grad_weight += (grad_logits.T @ h.to(logits.dtype)).float()
+                grad_weight += (grad_logits.T @ h.to(dtype)).float()
+            del grad_logits
         ctx.save_for_backward(grad_hidden, grad_weight, divisor)
         ctx.weight_dtype = weight.dtype
         return total / divisor
