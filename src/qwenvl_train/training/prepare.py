@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from ..errors import UserError
 from .arguments import Arguments, LoraArguments, ModelArguments, QuantArguments
 
 VIT_PREFIX = "transformer.visual."
@@ -31,7 +32,7 @@ PEFT_PREFIX = "base_model.model."
 BASE_MODULES_TO_SAVE = ["wte", "lm_head"]
 
 
-class PreparationError(RuntimeError):
+class PreparationError(UserError, RuntimeError):
     """The requested preparation cannot be done (bad flag combination, checkpoint of the wrong kind, ...)."""
 
 
