@@ -46,7 +46,9 @@ def main() -> None:
         env.pop("QWENVL_TRAIN_VERBOSE", None)
         cli = [sys.executable, "-m", "qwenvl_train"]
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {load}, median of {args.repeat} runs")
+        print(
+            f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {load}, median of {args.repeat} runs"
+        )
         report("import qwenvl_train", [sys.executable, "-c", "import qwenvl_train"], env, args.repeat)
         report("qwenvl-train --help", [*cli, "--help"], env, args.repeat)
         for command in COMMANDS:

@@ -63,7 +63,9 @@ def test_train_help_is_quiet_and_cached(tmp_path: Path) -> None:
     prints the same text from the cache without importing transformers."""
     cold = run_python("from qwenvl_train.cli import main; main(['train', '--help'])", tmp_path)
     assert cold.returncode == 0 and cold.stderr == "", cold.stderr
-    assert cold.stdout.startswith("usage: qwenvl-train train") and "--per_device_train_batch_size" in cold.stdout
+    assert (
+        cold.stdout.startswith("usage: qwenvl-train train") and "--per_device_train_batch_size" in cold.stdout
+    )
     assert "--checkpoint_kind" in cold.stdout and "--config FILE.yaml" in cold.stdout
     warm = run_python(
         "import sys; from qwenvl_train.cli import main; main(['train', '--help'])\n"

@@ -62,7 +62,7 @@ def report(exc: BaseException, prefix: str = PREFIX) -> None:
 
 
 def run_reporting(
-    command: Callable[..., Any], *args: Any, known: tuple[type[BaseException], ...] = ()
+    command: Callable[..., Any], *args: Any, known: tuple[type[BaseException], ...] = (), prefix: str = PREFIX
 ) -> int:
     """Run ``command(*args)``; a :class:`UserError` (or one of ``known``) becomes one line and exit status 1.
 

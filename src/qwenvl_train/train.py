@@ -11,7 +11,7 @@ from typing import Any
 
 from .quiet import silence_third_party
 
-__all__ = ["main", "train"]
+__all__ = ["main", "train"]  # noqa: F822  (train: from training.run, on first access)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
