@@ -85,7 +85,10 @@ def vision_settings(model: str | os.PathLike[str] | Mapping[str, Any] | Any) -> 
 class SampleLoadError(UserError, RuntimeError):
     """An image failed to load in ``__getitem__`` under ``on_error="raise"`` (the message names file, sample,
     turn and image). Raised again by the DataLoader when it happened in a worker: :attr:`line` recovers the
-    one line from the traceback text the DataLoader wraps around it."""
+    one line from the traceback text the DataLoader wraps around it. Only the rank that loaded the image knows of
+    it, so every rank prints its own."""
+
+    every_rank = True
 
     @property
     def line(self) -> str:

@@ -21,6 +21,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from ..data.options import DataOptions
+from ..errors import ConfigurationError
 
 TUNE_MODES = ("full", "lora", "qlora")
 DEFAULT_LEARNING_RATE = {"full": 1e-5, "lora": 1e-4, "qlora": 1e-4}
@@ -223,19 +224,46 @@ def build_parser() -> HfArgumentParser:
 
 
 def load_config_file(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    """Read a YAML config and check every key is a known option.
+    """Read a YAML config; every key must be a known option and every value pass the same type and choice
+    checks as on the command line (``checkpoint_kind: Chat`` is refused, ``learning_rate: 1e-5`` becomes a float).
 
     Raises:
-        ValueError: the file is not a mapping, or names an option that does not exist.
+        ConfigurationError: (a ``ValueError``) one line naming the file and the key.
     """
-    values = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigurationError(f"--config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
-    known = {action.dest for action in parser._actions} - {"help", "config"}
-    unknown = sorted(set(values) - known)
+        raise ConfigurationError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
+    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", "config")}
+    unknown = sorted(set(values) - set(actions))
     if unknown:
-        raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}")
-    return values
+        raise ConfigurationError(f"{path}: unknown option(s) {', '.join(unknown)}")
+    return {key: _check_value(path, key, value, actions[key]) for key, value in values.items()}
+
+
+def _check_value(path: str | Path, key: str, value: Any, action: argparse.Action) -> Any:
+    """``value`` converted by the option's type and checked against its choices, as argparse would."""
+    many = action.nargs in ("+", "*")
+    if isinstance(value, list) and not many:
+        raise ConfigurationError(f"{path}: {key}: expected one value, got a list")
+    items = value if isinstance(value, list) else [value]
+    converted = []
+    for item in items:
+        if item is not None and action.type is not None:
+            try:
+                item = action.type(item if isinstance(item, (str, bool)) else str(item))
+            except (TypeError, ValueError, argparse.ArgumentTypeError):
+                kind = getattr(action.type, "__name__", "value")
+                raise ConfigurationError(f"{path}: {key}: {item!r} is not a valid {kind}") from None
+        if item is not None and action.choices is not None and item not in action.choices:
+            choices = ", ".join(map(str, action.choices))
+            raise ConfigurationError(f"{path}: {key}: {item!r} is not one of {choices}")
+        converted.append(item)
+    return converted if many and isinstance(value, list) else converted[0] if not many else converted
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Arguments:
@@ -251,6 +279,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Arguments:
     pre.add_argument("--tune", default=None)
     known, _ = pre.parse_known_args(argv)
     file_values = load_config_file(known.config, parser) if known.config else {}
+    check_device_options(argv, file_values)
     # The learning-rate default depends on the mode, and must be known before TrainingArguments.__post_init__
     # (which fills DeepSpeed's "auto" values from it).
     tune = known.tune or file_values.get("tune", ModelArguments.tune)
@@ -264,6 +293,40 @@ def parse_args(argv: Sequence[str] | None = None) -> Arguments:
     if args.model.tune != "qlora" and args.quant.quant != "auto":
         parser.error(f"--quant {args.quant.quant} needs --tune qlora")
     return args
+
+
+def check_device_options(argv: Sequence[str], file_values: dict[str, Any]) -> None:
+    """Options that need a CUDA GPU, on a machine without one: say what to add, before anything loads.
+
+    Raises:
+        ConfigurationError: bf16/fp16 without ``--use_cpu true``, or the nccl backend, on a machine without CUDA.
+    """
+    from ..data.options import string_to_bool
+
+    pre = argparse.ArgumentParser(add_help=False)
+    for flag in ("bf16", "fp16", "use_cpu"):
+        pre.add_argument(f"--{flag}", type=string_to_bool, nargs="?", const=True, default=None)
+    pre.add_argument("--ddp_backend", default=None)
+    given, _ = pre.parse_known_args(argv)
+    values = {**file_values, **{k: v for k, v in vars(given).items() if v is not None}}
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    if values.get("ddp_backend") == "nccl":
+        raise ConfigurationError(
+            "--ddp_backend nccl needs CUDA GPUs and this machine has none: use --ddp_backend gloo"
+        )
+    if values.get("fp16"):
+        raise ConfigurationError(
+            "--fp16 needs a CUDA GPU and this machine has none: add --fp16 false --use_cpu true "
+            "(or --bf16 true --use_cpu true for bfloat16 on the CPU)"
+        )
+    if values.get("bf16") and not values.get("use_cpu"):
+        raise ConfigurationError(
+            "--bf16 needs a CUDA GPU and this machine has none: add --use_cpu true --bf16 false "
+            "(or --use_cpu true to keep bfloat16 on the CPU)"
+        )
 
 
 def settings_line(args: Arguments) -> str:

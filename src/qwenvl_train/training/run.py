@@ -10,8 +10,6 @@ Run with ``--help`` for every option; ``--config FILE.yaml`` supplies any of the
 from __future__ import annotations
 
 import hashlib
-import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,11 +18,13 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase, set_seed
 
 from ..data.collator import DataCollator
-from ..data.dataset import ConversationDataset, SampleLoadError, VisionSettings, vision_settings
+from ..data.dataset import ConversationDataset, VisionSettings, vision_settings
 from ..data.scan import ScanResult, scan
 from ..data.sources import TrainingDataError
+from ..errors import run_reporting
 from .arguments import Arguments, parse_args, settings_line
 from .generation_eval import attach_generation_eval
+from .preflight import preflight
 from .prepare import (
     check_adapter_holds_trainables,
     count_parameters,
@@ -47,6 +47,7 @@ from .trainer import (
 def train(argv: Sequence[str] | None = None) -> QwenVLTrainer:
     """Parse arguments, then load, prepare, train and save. Returns the Trainer (for tests and notebooks)."""
     args = parse_args(argv)
+    preflight(args)  # checkpoint, output folder, disk space: before anything heavy loads
     setup_distributed(args.training)
     set_seed(
         args.training.seed
@@ -211,19 +212,9 @@ def finish_reporting(args: Arguments) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry: ``qwenvl-train train ...`` / ``python -m qwenvl_train.train ...``.
 
-    Bad data ends the run with its errors as lines on stderr, without a traceback, and exit status 1: found by
-    the scan, every rank stops and rank 0 prints; an image failing during training (``--on_error raise``) is
-    printed by the rank that loaded it.
+    An error the product knows (bad data, options, checkpoint, preparation) ends the run with one line on stderr
+    (its errors as lines for bad data), without a traceback (``QWENVL_TRAIN_DEBUG=1`` shows it), and exit status 1:
+    printed once, by rank 0, since every rank meets the same error; an image failing during training
+    (``--on_error raise``) is printed by the rank that loaded it.
     """
-    try:
-        train(argv)
-    except TrainingDataError as exc:
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"qwenvl-train: {exc}", file=sys.stderr, flush=True)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        return 1
-    except SampleLoadError as exc:
-        print(f"qwenvl-train: {exc.line}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+    return run_reporting(train, argv, prefix="qwenvl-train: ")

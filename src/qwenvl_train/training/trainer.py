@@ -31,6 +31,10 @@ TRAINER_STATE_NAME = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
+class CheckpointNotFoundError(UserError, FileNotFoundError):
+    """``--resume_from_checkpoint`` names a folder that is not a complete checkpoint."""
+
+
 class NonFiniteLossError(UserError, RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -165,7 +169,7 @@ def resolve_resume(value: str | None, output_dir: str) -> str | None:
                 return str(child)
         return None
     if not is_complete_checkpoint(value):
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"--resume_from_checkpoint {value}: not a complete checkpoint (no {TRAINER_STATE_NAME})"
         )
     return value
