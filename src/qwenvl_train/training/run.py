@@ -23,6 +23,7 @@ from ..data.scan import ScanResult, scan
 from ..data.sources import TrainingDataError
 from ..errors import run_reporting
 from .arguments import Arguments, parse_args, settings_line
+from .final_save import save_final
 from .generation_eval import attach_generation_eval
 from .preflight import preflight
 from .prepare import (
@@ -194,9 +195,9 @@ def report_replaced_samples(trainer: QwenVLTrainer) -> int:
 
 
 def save(trainer: QwenVLTrainer) -> None:
-    """Write the final model (or adapter) with config, generation config and tokenizer to ``--output_dir``."""
-    trainer.save_model()
-    trainer.save_state()
+    """Write the final model (or adapter) with config, generation config and tokenizer to ``--output_dir``,
+    atomically (see :mod:`.final_save`)."""
+    save_final(trainer)
 
 
 def finish_reporting(args: Arguments) -> None:
@@ -217,4 +218,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     printed once, by rank 0, since every rank meets the same error; an image failing during training
     (``--on_error raise``) is printed by the rank that loaded it.
     """
-    return run_reporting(train, argv, prefix="qwenvl-train: ")
+    return run_reporting(lambda: train(argv) and 0, prefix="qwenvl-train: ")
