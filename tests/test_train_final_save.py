@@ -14,6 +14,7 @@ import qwenvl_train.training.run as run
 from qwenvl_train.cli import main
 from qwenvl_train.training import train
 from qwenvl_train.training.final_save import STAGING_NAME
+from qwenvl_train.training.help import help_path
 from qwenvl_train.training.trainer import QwenVLTrainer
 from train_fixtures import cpu_args, write_dataset
 
@@ -49,7 +50,11 @@ def test_failure_during_the_final_save_leaves_nothing_that_looks_finished(
     monkeypatch.setattr(QwenVLTrainer, "_save", real_save)
     trainers: list[QwenVLTrainer] = []
     monkeypatch.setattr(run, "save", lambda trainer: (trainers.append(trainer), real_final_save(trainer)))
+    monkeypatch.setenv("QWENVL_TRAIN_CACHE", str(tmp_path / "cache"))
     assert main(["train", *args]) == 0  # the command's exit status after a complete run
+    assert (
+        help_path().read_text().startswith("usage: qwenvl-train train")
+    )  # `train --help` is instant from now on
     assert not (out / STAGING_NAME).exists()
     for name in ("adapter_model.safetensors", "adapter_config.json", "trainer_state.json", "qwen.tiktoken"):
         assert (out / name).is_file(), name

@@ -77,7 +77,10 @@ def _load_tokenizer(model_dir: Path) -> TextEncoder:
 
     vocab = model_dir / "qwen.tiktoken"
     if not vocab.is_file():
-        raise FileNotFoundError(f"{vocab}: no such file (the model directory needs qwen.tiktoken)")
+        raise FileNotFoundError(
+            f"{vocab}: no such file (the model directory needs qwen.tiktoken; fetch it with "
+            f"`qwenvl-train vocab --dest {model_dir}`)"
+        )
     return QwenVLTokenizer(vocab_file=str(vocab))
 
 

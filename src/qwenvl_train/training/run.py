@@ -21,10 +21,11 @@ from ..data.collator import DataCollator
 from ..data.dataset import ConversationDataset, VisionSettings, vision_settings
 from ..data.scan import ScanResult, scan
 from ..data.sources import TrainingDataError
-from ..errors import run_reporting
+from ..errors import is_rank_zero, run_reporting
 from .arguments import Arguments, parse_args, settings_line
 from .final_save import save_final
 from .generation_eval import attach_generation_eval
+from .help import cached_help
 from .preflight import preflight
 from .prepare import (
     check_adapter_holds_trainables,
@@ -49,6 +50,8 @@ def train(argv: Sequence[str] | None = None) -> QwenVLTrainer:
     """Parse arguments, then load, prepare, train and save. Returns the Trainer (for tests and notebooks)."""
     args = parse_args(argv)
     preflight(args)  # checkpoint, output folder, disk space: before anything heavy loads
+    if is_rank_zero():
+        cached_help()  # so that `qwenvl-train train --help` answers at once from now on
     setup_distributed(args.training)
     set_seed(
         args.training.seed
