@@ -258,3 +258,22 @@ def test_disk_space_warning_names_both_figures(
     assert f"will save about {preflight.format_bytes(full.total)}" in warning
     monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: usage(0, 0, full.total))
     assert preflight.disk_space_warning(args) is None
+
+
+def test_preflight_only_checks_and_exits(
+    tiny_model_dir: Path,
+    data_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    no_model: None,
+) -> None:
+    """What a launcher runs once before torchrun: the checks, one line, the exit status; nothing written."""
+    argv = ["train", *cpu_args(tiny_model_dir, data_file, tmp_path / "out"), "--preflight_only"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "qwenvl-train: pre-flight checks passed\n" and captured.err == ""
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main([*argv, "--bf16", "true", "--use_cpu", "false"]) == 1
+    assert "add --use_cpu true --bf16 false" in one_line(capsys.readouterr().err)

@@ -220,6 +220,12 @@ def build_parser() -> HfArgumentParser:
         metavar="FILE.yaml",
         help="YAML mapping of any of these options (field: value); the command line wins over it.",
     )
+    parser.add_argument(
+        "--preflight_only",
+        action="store_true",
+        help="Run the checks made before anything loads (options, checkpoint, output folder, disk space), then "
+        "exit: 0 when training could start, 1 with the reason. A launcher runs it once before torchrun.",
+    )
     return parser
 
 
@@ -238,7 +244,11 @@ def load_config_file(path: str | Path, parser: argparse.ArgumentParser) -> dict[
         raise ConfigurationError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(values, dict):
         raise ConfigurationError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
-    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", "config")}
+    actions = {
+        action.dest: action
+        for action in parser._actions
+        if action.dest not in ("help", "config", "preflight_only")
+    }
     unknown = sorted(set(values) - set(actions))
     if unknown:
         raise ConfigurationError(f"{path}: unknown option(s) {', '.join(unknown)}")

@@ -10,6 +10,7 @@ Run with ``--help`` for every option; ``--config FILE.yaml`` supplies any of the
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -221,4 +222,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     printed once, by rank 0, since every rank meets the same error; an image failing during training
     (``--on_error raise``) is printed by the rank that loaded it.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--preflight_only" in argv:
+        return run_reporting(preflight_only, argv, prefix="qwenvl-train: ")
     return run_reporting(lambda: train(argv) and 0, prefix="qwenvl-train: ")
+
+
+def preflight_only(argv: Sequence[str]) -> int:
+    """``--preflight_only``: parse the options and run the pre-flight checks, nothing else; exit status 0."""
+    preflight(parse_args(argv))
+    if is_rank_zero():
+        print("qwenvl-train: pre-flight checks passed", flush=True)
+    return 0
