@@ -143,3 +143,13 @@ def test_check_data_options_parse_as_train_parses_them() -> None:
         assert vars(ours.parse_args(argv)) == vars(theirs.parse_args(argv)), argv
     with pytest.raises(SystemExit):
         ours.parse_args(["--truncation", "cut"])
+
+
+def test_gptqmodel_banner_silenced(tmp_path: Path) -> None:
+    """gptqmodel prints its banner and "GIL is enabled" through logbar, not logging: silenced too (at most the
+    blank line logbar prints when it starts)."""
+    pytest.importorskip("gptqmodel")
+    code = "from qwenvl_train.quiet import silence_third_party\nsilence_third_party()\nimport gptqmodel\n"
+    proc = run_python(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "" and proc.stderr == ""

@@ -7,16 +7,21 @@ the variable, so torchrun's ranks and worker processes follow it). Errors are ne
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import logging
 import os
+import sys
 import warnings
+from types import ModuleType
+from typing import Any
 
 VERBOSE_ENV = "QWENVL_TRAIN_VERBOSE"
 
 #: Loggers of libraries that talk at import time (below ERROR, they are dropped unless verbose):
-#: torchao "Failed to load ..._C_*.so", torch's pytree deprecation, bitsandbytes' optional CPU kernels, the
-#: gptqmodel (logbar) banner, DeepSpeed's "Setting accelerator to CPU".
-NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "bitsandbytes", "logbar", "gptqmodel", "DeepSpeed")
+#: torchao "Failed to load ..._C_*.so", torch's pytree deprecation, bitsandbytes' optional CPU kernels,
+#: DeepSpeed's "Setting accelerator to CPU". (gptqmodel prints through logbar, handled by :func:`_quiet_logbar`.)
+NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "bitsandbytes", "DeepSpeed")
 #: Warnings (DeprecationWarning, FutureWarning, UserWarning) attributed to these packages are dropped.
 NOISY_PACKAGES = (
     r"(torch|torchao|transformers|peft|accelerate|deepspeed|bitsandbytes|gptqmodel|optimum|logbar)"
@@ -57,3 +62,52 @@ def silence_third_party(verbose: bool | None = None) -> None:
             logger.addFilter(errors_only)
     for category in (DeprecationWarning, FutureWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category, module=NOISY_PACKAGES + r"(\.|$)")
+    if "logbar" in sys.modules:
+        _quiet_logbar(sys.modules["logbar"])
+    elif not any(isinstance(finder, _LogbarFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _LogbarFinder())
+
+
+def _quiet_logbar(module: ModuleType) -> None:
+    """gptqmodel logs through logbar's own shared logger, which prints directly (its banner, "GIL is enabled",
+    "Auto setting ..." lines) and sets itself to INFO when created: keep it at ERROR whenever it is handed out."""
+    logbar_class = getattr(module, "LogBar", None)
+    if logbar_class is None or getattr(logbar_class, "_qwenvl_quiet", False):
+        return
+    shared = logbar_class.shared
+
+    def quiet_shared(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        instance = shared(*args, **kwargs)
+        instance.setLevel(logging.ERROR)
+        return instance
+
+    logbar_class.shared = classmethod(quiet_shared)
+    logbar_class._qwenvl_quiet = True
+
+
+class _LogbarLoader(importlib.abc.Loader):
+    def __init__(self, inner: importlib.abc.Loader) -> None:
+        self.inner = inner
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self.inner.exec_module(module)
+        _quiet_logbar(module)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class _LogbarFinder(importlib.abc.MetaPathFinder):
+    """Quiets logbar the moment it is imported (by gptqmodel, deep inside transformers or peft)."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != "logbar":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _LogbarLoader(spec.loader)
+        return spec
