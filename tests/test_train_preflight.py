@@ -105,7 +105,7 @@ def test_rank_and_debug_decide_what_is_printed(
     ("extra", "expected"),
     [
         (["--bf16", "true"], "--bf16 needs a CUDA GPU and this machine has none: add --use_cpu true --bf16 false"),
-        (["--fp16"], "--fp16 needs a CUDA GPU and this machine has none: add --fp16 false --use_cpu true"),
+        (["--fp16"], "--fp16 needs a CUDA GPU and this machine has none: add --use_cpu true --fp16 false"),
         (["--ddp_backend", "nccl"], "--ddp_backend nccl needs CUDA GPUs and this machine has none: use --ddp_backend gloo"),
     ],
 )  # fmt: skip
@@ -124,8 +124,7 @@ def test_gpu_only_options_without_cuda(
     argv += ["--output_dir", str(tmp_path / "out"), *extra]
     assert main(["train", *argv]) == 1
     assert one_line(capsys.readouterr().err).startswith(f"qwenvl-train: {expected}")
-    # bf16 on the CPU, asked for explicitly, is allowed.
-    if extra[0] == "--bf16":
+    if extra[0] == "--bf16":  # bf16 on the CPU, asked for explicitly, is allowed
         assert parse_args([*argv, "--use_cpu", "true"]).training.bf16
 
 

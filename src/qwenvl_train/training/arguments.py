@@ -309,11 +309,12 @@ def check_device_options(argv: Sequence[str], file_values: dict[str, Any]) -> No
     """Options that need a CUDA GPU, on a machine without one: say what to add, before anything loads.
 
     Raises:
-        ConfigurationError: bf16/fp16 without ``--use_cpu true``, or the nccl backend, on a machine without CUDA.
+        ConfigurationError: bf16/fp16 without ``--use_cpu true`` (which says the CPU is meant), or the nccl
+            backend, on a machine without CUDA.
     """
     from ..data.options import string_to_bool
 
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(prog="qwenvl-train train", add_help=False, allow_abbrev=False)
     for flag in ("bf16", "fp16", "use_cpu"):
         pre.add_argument(f"--{flag}", type=string_to_bool, nargs="?", const=True, default=None)
     pre.add_argument("--ddp_backend", default=None)
@@ -327,16 +328,12 @@ def check_device_options(argv: Sequence[str], file_values: dict[str, Any]) -> No
         raise ConfigurationError(
             "--ddp_backend nccl needs CUDA GPUs and this machine has none: use --ddp_backend gloo"
         )
-    if values.get("fp16"):
-        raise ConfigurationError(
-            "--fp16 needs a CUDA GPU and this machine has none: add --fp16 false --use_cpu true "
-            "(or --bf16 true --use_cpu true for bfloat16 on the CPU)"
-        )
-    if values.get("bf16") and not values.get("use_cpu"):
-        raise ConfigurationError(
-            "--bf16 needs a CUDA GPU and this machine has none: add --use_cpu true --bf16 false "
-            "(or --use_cpu true to keep bfloat16 on the CPU)"
-        )
+    for flag in ("bf16", "fp16"):
+        if values.get(flag) and not values.get("use_cpu"):
+            raise ConfigurationError(
+                f"--{flag} needs a CUDA GPU and this machine has none: add --use_cpu true --{flag} false "
+                f"(or --use_cpu true to keep {flag} mixed precision on the CPU)"
+            )
 
 
 def settings_line(args: Arguments) -> str:
