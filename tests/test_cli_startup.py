@@ -153,3 +153,13 @@ def test_gptqmodel_banner_silenced(tmp_path: Path) -> None:
     proc = run_python(code, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "" and proc.stderr == ""
+
+
+def test_verbose_flag_reaches_child_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``qwenvl-train --verbose ...`` is the environment variable, so torchrun's ranks and workers follow it."""
+    from qwenvl_train.cli import main
+
+    monkeypatch.delenv("QWENVL_TRAIN_VERBOSE", raising=False)
+    with pytest.raises(SystemExit) as info:
+        main(["vocab", "--verbose", "--help"])
+    assert info.value.code == 0 and os.environ["QWENVL_TRAIN_VERBOSE"] == "1"
