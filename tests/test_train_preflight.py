@@ -276,3 +276,16 @@ def test_preflight_only_checks_and_exits(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main([*argv, "--bf16", "true", "--use_cpu", "false"]) == 1
     assert "add --use_cpu true --bf16 false" in one_line(capsys.readouterr().err)
+
+
+def test_kind_not_needed_when_modules_to_save_are_given(
+    tiny_model_dir: Path, data_file: Path, tmp_path: Path
+) -> None:
+    """A checkpoint whose files do not say chat or base trains with LoRA once --modules_to_save is chosen."""
+    model = light_copy(tiny_model_dir, tmp_path / "model", chat_format=None)
+    (model / "model.safetensors").symlink_to(tiny_model_dir / "model.safetensors")
+    argv = cpu_args(model, data_file, tmp_path / "out", "--tune", "lora", "--lora_r", "2", "--max_steps", "1")
+    trainer = run.train([*argv, "--modules_to_save", "lm_head"])
+    trained = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
+    assert any("lm_head.modules_to_save" in name for name in trained)
+    assert not any(".wte." in name for name in trained)

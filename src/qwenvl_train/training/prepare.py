@@ -191,9 +191,11 @@ def prepare_model(model: nn.Module, args: Arguments) -> nn.Module:
 
         # Activation checkpointing itself is switched on by the Trainer, like in every mode.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    model = add_lora(
-        model, args.lora, chat=is_chat_checkpoint(args.model.model_name_or_path, args.model.checkpoint_kind)
+    # The kind only matters for the default --modules_to_save (and may be undecidable when they are given).
+    chat = args.lora.modules_to_save is not None or is_chat_checkpoint(
+        args.model.model_name_or_path, args.model.checkpoint_kind
     )
+    model = add_lora(model, args.lora, chat=chat)
     if args.training.activation_checkpointing:
         # The embeddings are frozen, so without this the checkpointed blocks would see inputs that do not
         # require grad and (with reentrant checkpointing) the adapters inside them would get no gradient.
@@ -262,7 +264,8 @@ def split_lora_targets(model: nn.Module, targets: list[str]) -> tuple[list[str],
 
 
 def add_lora(model: nn.Module, lora_args: LoraArguments, chat: bool) -> nn.Module:
-    """Wrap ``model`` with LoRA adapters; a base checkpoint also trains ``wte`` and ``lm_head`` in full."""
+    """Wrap ``model`` with LoRA adapters; a base checkpoint (``chat`` False) also trains ``wte`` and ``lm_head`` in
+    full unless ``--modules_to_save`` says otherwise."""
     from peft import LoraConfig, get_peft_model
 
     modules, params = split_lora_targets(model, lora_args.lora_target)
