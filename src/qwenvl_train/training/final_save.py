@@ -38,11 +38,13 @@ def save_final(trainer: Any) -> Path:
         (out / TRAINER_STATE_NAME).unlink(missing_ok=True)  # not complete until the new save is
         shutil.rmtree(staging, ignore_errors=True)  # left by a run killed during its final save
     trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(staging))
+    trainer.save_model(str(staging), _internal_call=True)  # pushing to the hub (if asked) waits for the move
     trainer.accelerator.wait_for_everyone()
     if trainer.args.should_save:
         publish(staging, out)
     trainer.accelerator.wait_for_everyone()
+    if trainer.args.push_to_hub:
+        trainer.push_to_hub()  # (it saves into the folder again, in place: before the mark, as the Trainer did)
     trainer.save_state()  # trainer_state.json, the mark of a complete final save (written by rank 0)
     return out
 
