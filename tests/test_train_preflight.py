@@ -289,3 +289,13 @@ def test_kind_not_needed_when_modules_to_save_are_given(
     trained = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
     assert any("lm_head.modules_to_save" in name for name in trained)
     assert not any(".wte." in name for name in trained)
+
+
+def test_option_errors_are_one_line_not_the_whole_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--tune", "lora", "--lora_rank", "8"])
+    assert info.value.code == 2
+    assert one_line(capsys.readouterr().err) == (
+        "qwenvl-train train: error: unrecognized arguments: --lora_rank 8 (`qwenvl-train train --help` lists the "
+        "options)"
+    )

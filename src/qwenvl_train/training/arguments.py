@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import transformers
 import yaml
@@ -226,6 +226,13 @@ def build_parser() -> HfArgumentParser:
         help="Run the checks made before anything loads (options, checkpoint, output folder, disk space), then "
         "exit: 0 when training could start, 1 with the reason. A launcher runs it once before torchrun.",
     )
+
+    def one_line_error(message: str) -> NoReturn:
+        # The usage of every option would fill screens: the error alone, and where the options are listed.
+        sys.stderr.write(f"{parser.prog}: error: {message} (`{parser.prog} --help` lists the options)\n")
+        sys.exit(2)
+
+    parser.error = one_line_error  # type: ignore[method-assign]
     return parser
 
 
@@ -297,8 +304,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Arguments:
         parser.error(f"--tune must be one of {', '.join(TUNE_MODES)}, got {tune!r}")
     # As parser defaults, so anything given on the command line overrides the file.
     parser.set_defaults(**{"learning_rate": DEFAULT_LEARNING_RATE[tune], **file_values})
-    # Returns the five dataclasses, then a namespace holding --config.
-    model, data, lora, quant, training, _ = parser.parse_args_into_dataclasses(argv)
+    # Returns the five dataclasses, a namespace holding --config and --preflight_only, and what is left.
+    model, data, lora, quant, training, _, unknown = parser.parse_args_into_dataclasses(
+        argv, return_remaining_strings=True
+    )
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args = Arguments(model=model, data=data, lora=lora, quant=quant, training=training)
     if args.model.tune != "qlora" and args.quant.quant != "auto":
         parser.error(f"--quant {args.quant.quant} needs --tune qlora")
