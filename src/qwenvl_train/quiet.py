@@ -7,14 +7,13 @@ the variable, so torchrun's ranks and worker processes follow it). Errors are ne
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import logging
 import os
-import sys
 import warnings
 from types import ModuleType
 from typing import Any
+
+from .import_hooks import after_import
 
 VERBOSE_ENV = "QWENVL_TRAIN_VERBOSE"
 
@@ -62,10 +61,7 @@ def silence_third_party(verbose: bool | None = None) -> None:
             logger.addFilter(errors_only)
     for category in (DeprecationWarning, FutureWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category, module=NOISY_PACKAGES + r"(\.|$)")
-    if "logbar" in sys.modules:
-        _quiet_logbar(sys.modules["logbar"])
-    elif not any(isinstance(finder, _LogbarFinder) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _LogbarFinder())
+    after_import("logbar", _quiet_logbar)
 
 
 def _quiet_logbar(module: ModuleType) -> None:
@@ -83,31 +79,3 @@ def _quiet_logbar(module: ModuleType) -> None:
 
     logbar_class.shared = classmethod(quiet_shared)
     logbar_class._qwenvl_quiet = True
-
-
-class _LogbarLoader(importlib.abc.Loader):
-    def __init__(self, inner: importlib.abc.Loader) -> None:
-        self.inner = inner
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self.inner.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        self.inner.exec_module(module)
-        _quiet_logbar(module)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-class _LogbarFinder(importlib.abc.MetaPathFinder):
-    """Quiets logbar the moment it is imported (by gptqmodel, deep inside transformers or peft)."""
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname != "logbar":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _LogbarLoader(spec.loader)
-        return spec

@@ -12,11 +12,10 @@ calls :func:`register_when_ready` at its end.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import sys
 from types import ModuleType
-from typing import Any
+
+from .import_hooks import after_import
 
 #: Modules registration imports; while one of them is being initialized, registration must wait for it.
 _REGISTRATION_MODULES = ("qwenvl_train.model", "qwenvl_train.tokenizer", "qwenvl_train.special_tokens")
@@ -65,39 +64,10 @@ def register_when_ready(caller: str | None = None) -> None:
         register()
 
 
-class _Loader(importlib.abc.Loader):
-    """Wraps transformers' own loader and registers once the package has been executed."""
-
-    def __init__(self, inner: importlib.abc.Loader) -> None:
-        self.inner = inner
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self.inner.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        self.inner.exec_module(module)
-        register_when_ready()
-
-    def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package, ...
-        return getattr(self.inner, name)
-
-
-class _Finder(importlib.abc.MetaPathFinder):
-    """Meta path finder that only watches for the top-level ``transformers`` package (once)."""
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname != "transformers":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _Loader(spec.loader)
-        return spec
+def _on_transformers(module: ModuleType) -> None:
+    register_when_ready()
 
 
 def install() -> None:
     """Register when transformers gets imported (at once when it already is)."""
-    if "transformers" in sys.modules:
-        register_when_ready()
-    elif not any(isinstance(finder, _Finder) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _Finder())
+    after_import("transformers", _on_transformers)
