@@ -8,7 +8,12 @@
     qwenvl-train chat --model DIR [--adapter DIR] [--image PATH]... [QUESTION]  ask, or chat interactively
     qwenvl-train eval --model DIR [--adapter DIR] --data FILE [--out F.json]  score answers (IoU, exact match)
 
-Each sub-command lives in the module of its concern; this file only wires them together.
+Each sub-command lives in the module of its concern; this file only wires them together, importing nothing
+heavy: ``--help`` answers at once, and torch/transformers load only in the command that needs them.
+
+``--verbose`` (or ``QWENVL_TRAIN_VERBOSE=1``) shows the messages third-party libraries print when they load;
+an error the product knows ends the command with one line and exit status 1 (``QWENVL_TRAIN_DEBUG=1`` adds the
+traceback).
 """
 
 from __future__ import annotations
@@ -17,16 +22,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .errors import run_reporting
+from .quiet import silence_third_party
+
 
 def _cmd_vocab(args: argparse.Namespace) -> int:
-    from .vocab import VocabError, ensure_vocab
+    from .vocab import ensure_vocab
 
-    try:
-        path = ensure_vocab(dest=args.dest, package=args.package)
-    except VocabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(path)
+    print(ensure_vocab(dest=args.dest, package=args.package))
     return 0
 
 
@@ -40,6 +43,11 @@ def _cmd_make_tiny(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="qwenvl-train", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show what third-party libraries print when they load (also QWENVL_TRAIN_VERBOSE=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -77,12 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qwenvl-train`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv
+    argv = [arg for arg in argv if arg != "--verbose"]
+    silence_third_party(verbose=True if verbose else None)
     if argv[:1] == ["train"]:
+        if "-h" in argv or "--help" in argv:
+            from .training.help import print_train_help
+
+            return print_train_help()
         from .training.run import main as train_main
 
         return int(train_main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    return run_reporting(args.func, args)
 
 
 if __name__ == "__main__":

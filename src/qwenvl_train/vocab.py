@@ -17,6 +17,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from .errors import UserError
+
 VOCAB_FILE = "qwen.tiktoken"
 VOCAB_SHA256 = "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"
 VOCAB_SIZE_BYTES = 2_561_218
@@ -24,7 +26,7 @@ WHEEL_MEMBER = "dashscope/resources/qwen.tiktoken"
 PACKAGE = "dashscope"
 
 
-class VocabError(RuntimeError):
+class VocabError(UserError, RuntimeError):
     """The vocabulary could not be obtained or failed verification."""
 
 

@@ -17,20 +17,10 @@
 
 from __future__ import annotations
 
-from .chat import IGNORE_INDEX, POLICIES, RenderedSample, RenderError, Turn, render_conversation
-from .collator import DataCollator
-from .dataset import (
-    ConversationDataset,
-    SampleLoadError,
-    VisionSettings,
-    length_grouped_sampler,
-    vision_settings,
-)
-from .images import ImageError, image_tensor, load_image, resolve_image, to_rgb
-from .markup import MarkupError, parse_value
-from .options import DataOptions
-from .scan import NoSamplesError, ScanItems, ScanResult, ScanSummary, scan
-from .sources import DataError, DataValidationError, RawSample, TrainingDataError, read_samples
+import importlib
+import sys
+import types
+from typing import Any
 
 __all__ = [
     "IGNORE_INDEX",
@@ -64,3 +54,56 @@ __all__ = [
     "to_rgb",
     "vision_settings",
 ]
+
+#: Where each public name lives; imported on first access, so importing the package stays cheap.
+_LAZY = {
+    "IGNORE_INDEX": ".chat",
+    "POLICIES": ".chat",
+    "RenderedSample": ".chat",
+    "RenderError": ".chat",
+    "Turn": ".chat",
+    "render_conversation": ".chat",
+    "DataCollator": ".collator",
+    "ConversationDataset": ".dataset",
+    "SampleLoadError": ".dataset",
+    "VisionSettings": ".dataset",
+    "length_grouped_sampler": ".dataset",
+    "vision_settings": ".dataset",
+    "ImageError": ".images",
+    "image_tensor": ".images",
+    "load_image": ".images",
+    "resolve_image": ".images",
+    "to_rgb": ".images",
+    "MarkupError": ".markup",
+    "parse_value": ".markup",
+    "DataOptions": ".options",
+    "NoSamplesError": ".scan",
+    "ScanItems": ".scan",
+    "ScanResult": ".scan",
+    "ScanSummary": ".scan",
+    "scan": ".scan",
+    "DataError": ".sources",
+    "DataValidationError": ".sources",
+    "RawSample": ".sources",
+    "TrainingDataError": ".sources",
+    "read_samples": ".sources",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """The import system binds each imported submodule on its package; ``scan`` must stay the function (the
+    submodule is ``importlib.import_module("qwenvl_train.data.scan")``), as it was when this file imported it."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "scan" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, NamedTuple, Protocol
 
 from .. import special_tokens as st
+from ..errors import UserError
 from .markup import Image, MarkupError, ParsedValue, Special, Text, count_control_strings, parse_value
 
 IGNORE_INDEX = -100
@@ -72,7 +73,7 @@ class CutPoint(NamedTuple):
     num_turns: int
 
 
-class RenderError(ValueError):
+class RenderError(UserError, ValueError):
     """A conversation cannot be rendered; ``turn`` is the index of the offending turn (or None)."""
 
     def __init__(self, message: str, turn: int | None = None) -> None:

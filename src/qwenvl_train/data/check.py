@@ -19,15 +19,16 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import special_tokens as st
 from .chat import IGNORE_INDEX, TextEncoder
-from .dataset import vision_settings
 from .options import DataOptions, data_options_parser
-from .scan import ScanResult, scan
+
+if TYPE_CHECKING:  # the scan imports numpy and torch: only when data is checked, not for --help
+    import numpy as np
+
+    from .scan import ScanResult
 
 PERCENTILES = (50, 90, 95, 99)
 CHECK_DEFAULTS = {"verify_images": "full"}  # check-data decodes every image; training checks headers
@@ -63,6 +64,8 @@ def format_sample(input_ids: Sequence[int], labels: Sequence[int], tokenizer: An
 
 
 def _percentiles(lengths: np.ndarray) -> str:
+    import numpy as np
+
     if not len(lengths):
         return "no samples"
     parts = [f"min {lengths.min()}"] + [f"p{p} {int(np.percentile(lengths, p))}" for p in PERCENTILES]
@@ -74,7 +77,10 @@ def _load_tokenizer(model_dir: Path) -> TextEncoder:
 
     vocab = model_dir / "qwen.tiktoken"
     if not vocab.is_file():
-        raise FileNotFoundError(f"{vocab}: no such file (the model directory needs qwen.tiktoken)")
+        raise FileNotFoundError(
+            f"{vocab}: no such file (the model directory needs qwen.tiktoken; fetch it with "
+            f"`qwenvl-train vocab --dest {model_dir}`)"
+        )
     return QwenVLTokenizer(vocab_file=str(vocab))
 
 
@@ -105,6 +111,9 @@ def check_data(
         The exit status: 0 when training would start, 1 when it would stop, 2 when the model directory is
         unusable.
     """
+    from .dataset import vision_settings
+    from .scan import scan
+
     out = out or sys.stdout
     model_dir = Path(model_dir)
     data_options = DataOptions(**{**CHECK_DEFAULTS, **options})

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UserError
 from ..model.configuration import VISUAL_DEFAULTS
 from .chat import TextEncoder
 from .images import ImageError, image_tensor
@@ -81,10 +82,13 @@ def vision_settings(model: str | os.PathLike[str] | Mapping[str, Any] | Any) -> 
     )
 
 
-class SampleLoadError(RuntimeError):
+class SampleLoadError(UserError, RuntimeError):
     """An image failed to load in ``__getitem__`` under ``on_error="raise"`` (the message names file, sample,
     turn and image). Raised again by the DataLoader when it happened in a worker: :attr:`line` recovers the
-    one line from the traceback text the DataLoader wraps around it."""
+    one line from the traceback text the DataLoader wraps around it. Only the rank that loaded the image knows of
+    it, so every rank prints its own."""
+
+    every_rank = True
 
     @property
     def line(self) -> str:

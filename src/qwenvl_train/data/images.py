@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import UserError
 from ..model.image_processing import preprocess_image
+from .options import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT
 
-DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default limit (about 0.25 GiB of 24-bit pixels)
-DEFAULT_TIMEOUT = 10.0  # seconds, per network operation and for the whole download
 DEFAULT_MAX_DOWNLOAD_BYTES = 64 << 20
 URL_SCHEMES = ("http://", "https://")
 URL_ATTEMPTS = 3  # tries per URL, when the failure may be transient
@@ -44,7 +44,7 @@ URL_BACKOFF = 0.5  # seconds before the second try; doubled before each further 
 _TRANSIENT_HTTP = {408, 429}
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An image cannot be used; the message is one line.
 
     Attributes:

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .. import special_tokens as st
+from ..errors import UserError
 
 MARKUP_TAGS = ("img", "ref", "box", "quad")
 TAG_RE = re.compile(r"<(/?)(img|ref|box|quad)>")
@@ -87,7 +88,7 @@ class Image(NamedTuple):
 Segment = Text | Special | Image
 
 
-class MarkupError(ValueError):
+class MarkupError(UserError, ValueError):
     """A value's markup is malformed; the message is one line and says where (character offset)."""
 
 

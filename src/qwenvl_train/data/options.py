@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from .images import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT
+#: Image limits, defined here (not in :mod:`.images`, which imports torch) so that ``--help`` stays cheap.
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default limit (about 0.25 GiB of 24-bit pixels)
+DEFAULT_TIMEOUT = 10.0  # seconds, per network operation and for the whole download
 
 Policy = Literal["assistant", "reference"]
 Truncation = Literal["drop", "cut_turns"]
@@ -113,11 +116,42 @@ def data_options_parser(**defaults: Any) -> argparse.ArgumentParser:
     """A parser holding every :class:`DataOptions` field exactly as ``qwenvl-train train`` parses it, to be
     used as a parent (``argparse.ArgumentParser(parents=[data_options_parser()])``).
 
+    The options are built the way transformers' ``HfArgumentParser`` builds them (``--name`` and ``--name-with-
+    dashes``, choices for ``Literal`` types, ``--flag [true|false]`` for booleans), without importing transformers,
+    so that ``check-data --help`` answers at once.
+
     Args:
         defaults: different defaults for this command (``verify_images="full"`` for check-data).
     """
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(DataOptions, add_help=False)
+    parser = argparse.ArgumentParser(add_help=False)
+    hints = get_type_hints(DataOptions)
+    for f in dataclasses.fields(DataOptions):
+        kind = hints[f.name]
+        if get_origin(kind) in (Union, types.UnionType) and type(None) in get_args(kind):
+            kind = next(arg for arg in get_args(kind) if arg is not type(None))
+        options = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        kwargs: dict[str, Any] = {**f.metadata, "default": f.default}
+        if get_origin(kind) is Literal:
+            kwargs.update(choices=get_args(kind), type=str)
+        elif kind is bool:
+            kwargs.update(type=string_to_bool, nargs="?", const=True)
+        else:
+            kwargs["type"] = kind
+        parser.add_argument(*options, **kwargs)
+        if kind is bool and f.default is True:
+            parser.add_argument(f"--no_{f.name}", action="store_false", dest=f.name)
     parser.set_defaults(**defaults)
     return parser
+
+
+def string_to_bool(value: str | bool) -> bool:
+    """``true``/``false`` (and yes/no, 1/0) as transformers' argument parser reads them."""
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("yes", "true", "t", "y", "1"):
+        return True
+    if value.lower() in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(
+        f"Truthy value expected: got {value} but expected one of yes/no, true/false"
+    )

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
+from ..errors import UserError
 from .chat import Turn
 from .jsonstream import (
     Cursor,
@@ -93,7 +94,7 @@ class DataError:
         return ": ".join(parts) + ": " + reason
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(UserError, ValueError):
     """The data cannot be trained on; ``qwenvl-train train`` prints the message as lines and exits 1."""
 
 

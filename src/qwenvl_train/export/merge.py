@@ -23,13 +23,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 from .layout import DTYPE_NAMES, copy_model_files, read_json, staging_folder, write_config, write_weights
 
 DEFAULT_MAX_SHARD_SIZE = "2GB"
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 
 
-class MergeError(RuntimeError):
+class MergeError(UserError, RuntimeError):
     """The merge cannot be done as asked; the message is one line that says why and what to do."""
 
 

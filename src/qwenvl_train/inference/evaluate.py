@@ -25,6 +25,7 @@ import torch
 from .. import special_tokens as st
 from ..data.images import ImageError, check_image_header, resolve_image
 from ..data.sources import RawSample, read_samples
+from ..errors import UserError
 from .generation import decode_answer, generate, load_pixels
 from .metrics import IOU_THRESHOLD, AnswerScore, reference_groundings, score_answer
 from .prompt import DEFAULT_MAX_WINDOW_SIZE, PromptError, make_context
@@ -32,7 +33,7 @@ from .prompt import DEFAULT_MAX_WINDOW_SIZE, PromptError, make_context
 OnError = Literal["raise", "skip"]
 
 
-class EvalDataError(ValueError):
+class EvalDataError(UserError, ValueError):
     """A sample cannot be evaluated; the message is one line naming file, sample and turn."""
 
 

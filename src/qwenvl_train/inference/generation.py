@@ -17,12 +17,13 @@ from typing import Any
 import torch
 
 from .. import special_tokens as st
+from ..errors import UserError
 
 #: Generation ends at the first of these; the answer is what comes before it.
 STOP_IDS: tuple[int, ...] = (st.IM_END_ID, st.IM_START_ID, st.ENDOFTEXT_ID)
 
 
-class GenerationSettingsError(ValueError):
+class GenerationSettingsError(UserError, ValueError):
     """The generation config cannot be used for chat (not chatml); one line."""
 
 

@@ -12,8 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 
-class LoadError(ValueError):
+
+class LoadError(UserError, ValueError):
     """A model or adapter folder cannot be used; one line saying why."""
 
 

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from .. import special_tokens as st
 from ..data.chat import TextEncoder
 from ..data.markup import TAG_RE
+from ..errors import UserError
 
 DEFAULT_MAX_WINDOW_SIZE = 6144
 History = Sequence[tuple[str, str | None]]
 
 
-class PromptError(ValueError):
+class PromptError(UserError, ValueError):
     """A query cannot be turned into a prompt (an ``<img>`` never closed, a stray ``</img>``); one line."""
 
 

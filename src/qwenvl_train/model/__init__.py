@@ -23,9 +23,12 @@ __all__ = [
 
 
 def register() -> None:
-    """Register the Qwen-VL classes with the transformers Auto factories; safe to call any number of times."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    """Register the Qwen-VL classes (and the tokenizer) with the transformers Auto factories; idempotent."""
+    from ..registration import register as register_all
 
-    AutoConfig.register(QwenVLConfig.model_type, QwenVLConfig, exist_ok=True)
-    AutoModel.register(QwenVLConfig, QwenVLModel, exist_ok=True)
-    AutoModelForCausalLM.register(QwenVLConfig, QwenVLForCausalLM, exist_ok=True)
+    register_all()
+
+
+from ..registration import register_when_ready  # noqa: E402
+
+register_when_ready(__name__)  # when transformers was first imported by this package's own modules

@@ -16,13 +16,15 @@ from typing import Any
 import torch
 from transformers.utils import logging
 
+from ..errors import UserError
+
 logger = logging.get_logger(__name__)
 
 LOSS_BACKENDS = ("auto", "chunked", "cce")
 _probed: dict[str, str | None] = {}
 
 
-class LossBackendError(RuntimeError):
+class LossBackendError(UserError, RuntimeError):
     """``--loss_backend cce`` was asked for but cannot run here."""
 
 

@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-from .arguments import (
-    Arguments,
-    DataArguments,
-    LoraArguments,
-    ModelArguments,
-    QuantArguments,
-    TrainingArguments,
-    build_parser,
-    parse_args,
-)
-from .run import main, train
+import importlib
+from typing import Any
 
 __all__ = [
     "Arguments",
@@ -26,3 +17,23 @@ __all__ = [
     "parse_args",
     "train",
 ]
+
+#: Where each public name lives; imported on first access, so importing the package stays cheap.
+_LAZY = {
+    "Arguments": ".arguments",
+    "DataArguments": ".arguments",
+    "LoraArguments": ".arguments",
+    "ModelArguments": ".arguments",
+    "QuantArguments": ".arguments",
+    "TrainingArguments": ".arguments",
+    "build_parser": ".arguments",
+    "parse_args": ".arguments",
+    "main": ".run",
+    "train": ".run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,13 +14,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import transformers
 import yaml
 from transformers import HfArgumentParser
 
 from ..data.options import DataOptions
+from ..errors import ConfigurationError
 
 TUNE_MODES = ("full", "lora", "qlora")
 #: Options of a config file that name another file (see :func:`resolve_config_paths`).
@@ -314,23 +315,67 @@ def build_parser() -> HfArgumentParser:
         metavar="FILE.yaml",
         help="YAML mapping of any of these options (field: value); the command line wins over it.",
     )
+    parser.add_argument(
+        "--preflight_only",
+        action="store_true",
+        help="Run the checks made before anything loads (options, checkpoint, output folder, disk space), then "
+        "exit: 0 when training could start, 1 with the reason. A launcher runs it once before torchrun.",
+    )
+
+    def one_line_error(message: str) -> NoReturn:
+        # The usage of every option would fill screens: the error alone, and where the options are listed.
+        sys.stderr.write(f"{parser.prog}: error: {message} (`{parser.prog} --help` lists the options)\n")
+        sys.exit(2)
+
+    parser.error = one_line_error  # type: ignore[method-assign]
     return parser
 
 
 def load_config_file(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    """Read a YAML config and check every key is a known option.
+    """Read a YAML config; every key must be a known option and every value pass the same type and choice
+    checks as on the command line (``checkpoint_kind: Chat`` is refused, ``learning_rate: 1e-5`` becomes a float).
 
     Raises:
-        ValueError: the file is not a mapping, or names an option that does not exist.
+        ConfigurationError: (a ``ValueError``) one line naming the file and the key.
     """
-    values = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigurationError(f"--config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
-    known = {action.dest for action in parser._actions} - {"help", "config"}
-    unknown = sorted(set(values) - known)
+        raise ConfigurationError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
+    actions = {
+        action.dest: action
+        for action in parser._actions
+        if action.dest not in ("help", "config", "preflight_only")
+    }
+    unknown = sorted(set(values) - set(actions))
     if unknown:
-        raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}")
-    return values
+        raise ConfigurationError(f"{path}: unknown option(s) {', '.join(unknown)}")
+    return {key: _check_value(path, key, value, actions[key]) for key, value in values.items()}
+
+
+def _check_value(path: str | Path, key: str, value: Any, action: argparse.Action) -> Any:
+    """``value`` converted by the option's type and checked against its choices, as argparse would."""
+    many = action.nargs in ("+", "*")
+    if isinstance(value, list) and not many:
+        raise ConfigurationError(f"{path}: {key}: expected one value, got a list")
+    items = value if isinstance(value, list) else [value]
+    converted = []
+    for item in items:
+        if item is not None and action.type is not None:
+            try:
+                item = action.type(item if isinstance(item, (str, bool)) else str(item))
+            except (TypeError, ValueError, argparse.ArgumentTypeError):
+                kind = getattr(action.type, "__name__", "value")
+                raise ConfigurationError(f"{path}: {key}: {item!r} is not a valid {kind}") from None
+        if item is not None and action.choices is not None and item not in action.choices:
+            choices = ", ".join(map(str, action.choices))
+            raise ConfigurationError(f"{path}: {key}: {item!r} is not one of {choices}")
+        converted.append(item)
+    return converted if many and isinstance(value, list) else converted[0] if not many else converted
 
 
 def resolve_config_paths(values: dict[str, Any], config: str | Path) -> dict[str, Any]:
@@ -366,6 +411,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Arguments:
     file_values = (
         resolve_config_paths(load_config_file(known.config, parser), known.config) if known.config else {}
     )
+    check_device_options(argv, file_values)
     # The learning-rate default depends on the mode, and must be known before TrainingArguments.__post_init__
     # (which fills DeepSpeed's "auto" values from it).
     tune = known.tune or file_values.get("tune", ModelArguments.tune)
@@ -373,11 +419,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Arguments:
         parser.error(f"--tune must be one of {', '.join(TUNE_MODES)}, got {tune!r}")
     # As parser defaults, so anything given on the command line overrides the file.
     parser.set_defaults(**{"learning_rate": DEFAULT_LEARNING_RATE[tune], **file_values})
-    # Returns the five dataclasses, then a namespace holding --config.
+    # Returns the five dataclasses, a namespace holding --config and --preflight_only, and what is left.
     try:
-        model, data, lora, quant, training, _ = parser.parse_args_into_dataclasses(argv)
+        model, data, lora, quant, training, _, unknown = parser.parse_args_into_dataclasses(
+            argv, return_remaining_strings=True
+        )
     except ValueError as error:  # a value the dataclasses refuse: one line, as argparse's own errors
         parser.error(str(error))
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args = Arguments(model=model, data=data, lora=lora, quant=quant, training=training)
     if training.packing and training.packing_tokens is None:
         training.packing_tokens = training.per_device_train_batch_size * data.model_max_length
@@ -386,6 +436,37 @@ def parse_args(argv: Sequence[str] | None = None) -> Arguments:
     if args.model.tune != "qlora" and args.quant.quant != "auto":
         parser.error(f"--quant {args.quant.quant} needs --tune qlora")
     return args
+
+
+def check_device_options(argv: Sequence[str], file_values: dict[str, Any]) -> None:
+    """Options that need a CUDA GPU, on a machine without one: say what to add, before anything loads.
+
+    Raises:
+        ConfigurationError: bf16/fp16 without ``--use_cpu true`` (which says the CPU is meant), or the nccl
+            backend, on a machine without CUDA.
+    """
+    from ..data.options import string_to_bool
+
+    pre = argparse.ArgumentParser(prog="qwenvl-train train", add_help=False, allow_abbrev=False)
+    for flag in ("bf16", "fp16", "use_cpu"):
+        pre.add_argument(f"--{flag}", type=string_to_bool, nargs="?", const=True, default=None)
+    pre.add_argument("--ddp_backend", default=None)
+    given, _ = pre.parse_known_args(argv)
+    values = {**file_values, **{k: v for k, v in vars(given).items() if v is not None}}
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    if values.get("ddp_backend") == "nccl":
+        raise ConfigurationError(
+            "--ddp_backend nccl needs CUDA GPUs and this machine has none: use --ddp_backend gloo"
+        )
+    for flag in ("bf16", "fp16"):
+        if values.get(flag) and not values.get("use_cpu"):
+            raise ConfigurationError(
+                f"--{flag} needs a CUDA GPU and this machine has none: add --use_cpu true --{flag} false "
+                f"(or --use_cpu true to keep {flag} mixed precision on the CPU)"
+            )
 
 
 def settings_line(args: Arguments) -> str:

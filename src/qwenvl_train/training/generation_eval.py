@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from ..errors import UserError
 from ..inference.evaluate import EvalSample, generate_answers, read_eval_samples
 from ..inference.generation import chat_generation_config
 from ..inference.metrics import score_answer, summarize
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 LOGGED_METRICS = ("acc@0.5", "mean_iou", "exact_match")
 
 
-class GenerationEvalDataError(ValueError):
+class GenerationEvalDataError(UserError, ValueError):
     """``--eval_data`` has samples that cannot be evaluated (and ``--on_error raise``); one line each."""
 
 

@@ -12,16 +12,16 @@ mode.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from ..errors import UserError
 from .arguments import Arguments, LoraArguments, ModelArguments, QuantArguments
+from .checkpoint import quant_method, resolve_kind
 
 VIT_PREFIX = "transformer.visual."
 RESAMPLER_PREFIX = "transformer.visual.attn_pool."
@@ -31,7 +31,7 @@ PEFT_PREFIX = "base_model.model."
 BASE_MODULES_TO_SAVE = ["wte", "lm_head"]
 
 
-class PreparationError(RuntimeError):
+class PreparationError(UserError, RuntimeError):
     """The requested preparation cannot be done (bad flag combination, checkpoint of the wrong kind, ...)."""
 
 
@@ -45,26 +45,19 @@ def part_of(name: str) -> str:
     return "llm"
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def is_chat_checkpoint(model_name_or_path: str, kind: str = "auto") -> bool:
     """True for a chat checkpoint (Qwen-VL-Chat), False for a base one (Qwen-VL).
 
-    ``kind`` ``chat``/``base`` decides; ``auto`` reads ``chat_format`` from the checkpoint's
-    ``generation_config.json`` (``chatml`` for the chat models, ``raw`` or absent for the base model).
+    ``kind`` ``chat``/``base`` decides; ``auto`` asks the checkpoint's own files (see
+    :func:`.checkpoint.resolve_kind`), which raises when they do not say.
     """
-    if kind != "auto":
-        return kind == "chat"
-    generation_config = _read_json(Path(model_name_or_path) / "generation_config.json")
-    return generation_config.get("chat_format") == "chatml"
+    return resolve_kind(model_name_or_path, kind) == "chat"
 
 
 def checkpoint_quant_method(model_name_or_path: str) -> str | None:
-    """The ``quant_method`` of the checkpoint's own ``quantization_config`` (``gptq`` for Qwen-VL-Chat-Int4)."""
-    config = _read_json(Path(model_name_or_path) / "config.json")
-    return (config.get("quantization_config") or {}).get("quant_method")
+    """How the checkpoint's weights are quantized (``gptq`` for Qwen-VL-Chat-Int4: ``quantization_config`` in
+    config.json, or auto-gptq's quantize_config.json), or None."""
+    return quant_method(model_name_or_path)
 
 
 def load_dtype(model_args: ModelArguments, bf16: bool) -> torch.dtype:
@@ -77,22 +70,8 @@ def load_dtype(model_args: ModelArguments, bf16: bool) -> torch.dtype:
 def quantization_config(model_args: ModelArguments, quant_args: QuantArguments) -> Any | None:
     """The quantization config to load with: NF4 through bitsandbytes, or None (full/lora, or a GPTQ checkpoint,
     whose own ``quantization_config`` transformers applies through gptqmodel)."""
-    if model_args.tune != "qlora":
+    if resolve_quant(model_args, quant_args) != "nf4":
         return None
-    method = checkpoint_quant_method(model_args.model_name_or_path)
-    quant = quant_args.quant
-    if quant == "auto":
-        quant = "gptq" if method == "gptq" else "nf4"
-    if quant == "gptq":
-        if method != "gptq":
-            raise PreparationError(
-                f"--quant gptq: {model_args.model_name_or_path} has no GPTQ quantization_config in its config.json"
-            )
-        return None
-    if method is not None:
-        raise PreparationError(
-            f"--quant nf4: {model_args.model_name_or_path} is already quantized ({method})"
-        )
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
@@ -103,6 +82,31 @@ def quantization_config(model_args: ModelArguments, quant_args: QuantArguments) 
         # The vision tower and the output head stay in full precision.
         llm_int8_skip_modules=["transformer.visual", "lm_head"],
     )
+
+
+def resolve_quant(model_args: ModelArguments, quant_args: QuantArguments) -> str | None:
+    """``--quant`` made definite for qlora (``nf4`` or ``gptq``, from the checkpoint's own files under ``auto``);
+    None in the other modes.
+
+    Raises:
+        PreparationError: ``--quant`` does not fit the checkpoint's weights.
+    """
+    if model_args.tune != "qlora":
+        return None
+    method = checkpoint_quant_method(model_args.model_name_or_path)
+    quant = quant_args.quant
+    if quant == "auto":
+        quant = "gptq" if method == "gptq" else "nf4"
+    if quant == "gptq" and method != "gptq":
+        raise PreparationError(
+            f"--quant gptq: {model_args.model_name_or_path} has no GPTQ quantization_config in its config.json "
+            "(nor a quantize_config.json)"
+        )
+    if quant == "nf4" and method is not None:
+        raise PreparationError(
+            f"--quant nf4: {model_args.model_name_or_path} is already quantized ({method})"
+        )
+    return quant
 
 
 def load_tokenizer(args: Arguments) -> PreTrainedTokenizerBase:
@@ -188,9 +192,11 @@ def prepare_model(model: nn.Module, args: Arguments) -> nn.Module:
 
         # Activation checkpointing itself is switched on by the Trainer, like in every mode.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    model = add_lora(
-        model, args.lora, chat=is_chat_checkpoint(args.model.model_name_or_path, args.model.checkpoint_kind)
+    # The kind only matters for the default --modules_to_save (and may be undecidable when they are given).
+    chat = args.lora.modules_to_save is not None or is_chat_checkpoint(
+        args.model.model_name_or_path, args.model.checkpoint_kind
     )
+    model = add_lora(model, args.lora, chat=chat)
     if args.training.activation_checkpointing:
         # The embeddings are frozen, so without this the checkpointed blocks would see inputs that do not
         # require grad and (with reentrant checkpointing) the adapters inside them would get no gradient.
@@ -276,7 +282,8 @@ def split_lora_targets(model: nn.Module, targets: list[str]) -> tuple[list[str],
 
 
 def add_lora(model: nn.Module, lora_args: LoraArguments, chat: bool) -> nn.Module:
-    """Wrap ``model`` with LoRA adapters; a base checkpoint also trains ``wte`` and ``lm_head`` in full."""
+    """Wrap ``model`` with LoRA adapters; a base checkpoint (``chat`` False) also trains ``wte`` and ``lm_head`` in
+    full unless ``--modules_to_save`` says otherwise."""
     from peft import LoraConfig, get_peft_model
 
     modules, params = split_lora_targets(model, lora_args.lora_target)

@@ -10,7 +10,6 @@ Run with ``--help`` for every option; ``--config FILE.yaml`` supplies any of the
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,13 +19,16 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase, set_seed
 
 from ..data.collator import DataCollator
-from ..data.dataset import ConversationDataset, SampleLoadError, VisionSettings, vision_settings
+from ..data.dataset import ConversationDataset, VisionSettings, vision_settings
 from ..data.scan import ScanResult, scan
 from ..data.sources import TrainingDataError
+from ..errors import is_rank_zero, run_reporting
 from .arguments import Arguments, parse_args, settings_line
+from .final_save import save_final
 from .generation_eval import attach_generation_eval
+from .help import cached_help
+from .preflight import preflight
 from .prepare import (
-    PreparationError,
     check_adapter_holds_trainables,
     count_parameters,
     load_model,
@@ -49,6 +51,9 @@ from .vision_cache import VisionFeatureCache, check_vision_cacheable, vision_tow
 def train(argv: Sequence[str] | None = None) -> QwenVLTrainer:
     """Parse arguments, then load, prepare, train and save. Returns the Trainer (for tests and notebooks)."""
     args = parse_args(argv)
+    preflight(args)  # checkpoint, output folder, disk space: before anything heavy loads
+    if is_rank_zero():
+        cached_help()  # so that `qwenvl-train train --help` answers at once from now on
     setup_distributed(args.training)
     set_seed(
         args.training.seed
@@ -207,9 +212,9 @@ def report_replaced_samples(trainer: QwenVLTrainer) -> int:
 
 
 def save(trainer: QwenVLTrainer) -> None:
-    """Write the final model (or adapter) with config, generation config and tokenizer to ``--output_dir``."""
-    trainer.save_model()
-    trainer.save_state()
+    """Write the final model (or adapter) with config, generation config and tokenizer to ``--output_dir``,
+    atomically (see :mod:`.final_save`)."""
+    save_final(trainer)
 
 
 def finish_reporting(args: Arguments) -> None:
@@ -225,24 +230,29 @@ def finish_reporting(args: Arguments) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry: ``qwenvl-train train ...`` / ``python -m qwenvl_train.train ...``.
 
-    Bad data ends the run with its errors as lines on stderr, without a traceback, and exit status 1: found by
-    the scan, every rank stops and rank 0 prints; an image failing during training (``--on_error raise``) is
-    printed by the rank that loaded it.
+    An error the product knows (bad data, options, checkpoint, preparation) ends the run with one line on stderr
+    (its errors as lines for bad data), without a traceback (``QWENVL_TRAIN_DEBUG=1`` shows it), and exit status 1:
+    printed once, by rank 0, since every rank meets the same error; an image failing during training
+    (``--on_error raise``) is printed by the rank that loaded it.
     """
-    try:
-        train(argv)
-    except TrainingDataError as exc:
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"qwenvl-train: {exc}", file=sys.stderr, flush=True)
-        shut_down_process_group(wait=False)
-        return 1
-    except SampleLoadError as exc:
-        print(f"qwenvl-train: {exc.line}", file=sys.stderr, flush=True)
-        return 1
-    except PreparationError as exc:
-        print(f"qwenvl-train: {exc}", file=sys.stderr, flush=True)
-        return 1
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--preflight_only" in argv:
+        return run_reporting(preflight_only, argv, prefix="qwenvl-train: ")
+    return run_reporting(train_to_the_end, argv, prefix="qwenvl-train: ")
+
+
+def train_to_the_end(argv: Sequence[str]) -> int:
+    """Train, then leave the process group (after a barrier) before the interpreter exits; exit status 0."""
+    train(argv)
     shut_down_process_group(wait=True)
+    return 0
+
+
+def preflight_only(argv: Sequence[str]) -> int:
+    """``--preflight_only``: parse the options and run the pre-flight checks, nothing else; exit status 0."""
+    preflight(parse_args(argv))
+    if is_rank_zero():
+        print("qwenvl-train: pre-flight checks passed", flush=True)
     return 0
 
 

@@ -25,13 +25,18 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..errors import UserError
 from .generation_eval import GenerationEvalMixin
 
 TRAINER_STATE_NAME = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
-class NonFiniteLossError(RuntimeError):
+class CheckpointNotFoundError(UserError, FileNotFoundError):
+    """``--resume_from_checkpoint`` names a folder that is not a complete checkpoint."""
+
+
+class NonFiniteLossError(UserError, RuntimeError):
     """The training loss became NaN or infinite."""
 
 
@@ -204,7 +209,7 @@ def resolve_resume(value: str | None, output_dir: str) -> str | None:
                 return str(child)
         return None
     if not is_complete_checkpoint(value):
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"--resume_from_checkpoint {value}: not a complete checkpoint (no {TRAINER_STATE_NAME})"
         )
     return value

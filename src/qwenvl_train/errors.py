@@ -1,0 +1,84 @@
+"""Errors the product knows, and how a command ends on one: one clear line on stderr, exit status 1.
+
+Every error class a user can fix (data, preparation, vocabulary, configuration, checkpoint layout) derives from
+:class:`UserError`; the command-line entry points catch it (:func:`run_reporting`). The traceback is shown only
+with ``QWENVL_TRAIN_DEBUG=1``. Under torchrun every rank hits the same error, so only rank 0 prints it, unless
+the error happened on one rank only (:attr:`UserError.every_rank`). Cheap to import.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+DEBUG_ENV = "QWENVL_TRAIN_DEBUG"
+PREFIX = "error: "
+
+
+class UserError(Exception):
+    """An error the user can fix; its message is one line that says what is wrong and what to do.
+
+    Attributes:
+        every_rank: print it on every rank (an error only the rank that hit it knows of), not just rank 0.
+    """
+
+    every_rank = False
+
+    @property
+    def line(self) -> str:
+        """The one line printed for it."""
+        return str(self) or type(self).__name__
+
+
+class ConfigurationError(UserError, ValueError):
+    """A bad option or combination of options (command line, ``--config`` file, environment)."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that cannot be used as it is laid out (missing files, undecidable kind, ...)."""
+
+
+def is_debug() -> bool:
+    """True with ``QWENVL_TRAIN_DEBUG=1``: errors show their traceback."""
+    return os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes", "on")
+
+
+def is_rank_zero() -> bool:
+    """This process is rank 0 of a distributed run, or not distributed at all."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+def report(exc: BaseException, prefix: str = PREFIX) -> None:
+    """Print ``exc`` as one line (with the traceback under ``QWENVL_TRAIN_DEBUG=1``) on the rank it belongs to."""
+    if not (is_rank_zero() or getattr(exc, "every_rank", False)):
+        return
+    if is_debug():
+        traceback.print_exception(exc, file=sys.stderr)
+    text = getattr(exc, "line", None) or str(exc) or type(exc).__name__
+    print(prefix + text, file=sys.stderr, flush=True)
+
+
+def run_reporting(
+    command: Callable[..., Any], *args: Any, known: tuple[type[BaseException], ...] = (), prefix: str = PREFIX
+) -> int:
+    """Run ``command(*args)``; a :class:`UserError` (or one of ``known``) becomes one line and exit status 1.
+
+    Returns:
+        The command's exit status (None counts as 0), or 1 after an error the product knows.
+    """
+    try:
+        return int(command(*args) or 0)
+    except (UserError, *known) as exc:
+        report(exc, prefix)
+        _leave_process_group()
+        return 1
+
+
+def _leave_process_group() -> None:
+    """Leave torch.distributed cleanly (no "process group not destroyed" warning), when it was joined."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
