@@ -3,6 +3,7 @@
     qwenvl-train vocab [--dest DIR]            fetch and verify the genuine qwen.tiktoken
     qwenvl-train make-tiny DIR [--seed N] [--preset demo] write a tiny random Qwen-VL checkpoint (original format)
     qwenvl-train demo-data OUT [--n N] [--seed S]  write the demo's generated grounding dataset
+    qwenvl-train demo [--out DIR] [--steps N|small]  the whole product on a small model (make demo)
     qwenvl-train check-data DATA... --model DIR  read data as training does; report lengths and errors
     qwenvl-train train [--config FILE.yaml] [options]  fine-tune (full, LoRA, Q-LoRA); see `train --help`
     qwenvl-train merge --adapter DIR --output DIR [--base DIR]  merge an adapter into its base (original layout)
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo.data import add_parser as add_demo_data
 
     add_demo_data(sub)
+    from .demo.run import add_parser as add_demo
+
+    add_demo(sub)
     from .data.check import add_parser as add_check_data
 
     add_check_data(sub)
