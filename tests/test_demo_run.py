@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -76,5 +77,5 @@ def test_loss_curve_refuses_mismatched_points(tmp_path):
         draw_loss_curve([1, 2], [3.0], tmp_path / "x.png", "t")
     path = draw_loss_curve([1, 2, 3], [3.0, 2.0, 1.0], tmp_path / "x.png", "t")
     with Image.open(path) as image:
-        blue = sum(1 for p in image.convert("RGB").getdata() if p == (30, 60, 220))
+        blue = int(np.all(np.asarray(image.convert("RGB")) == (30, 60, 220), axis=-1).sum())
     assert blue > 100
