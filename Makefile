@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stamp-install
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint format clean merge
+.PHONY: install test test-fast lint format clean merge demo
 
 install: $(STAMP)
 
@@ -35,6 +35,12 @@ format: $(STAMP)
 merge: $(STAMP)
 	$(if $(and $(ADAPTER),$(OUTPUT)),,$(error usage: make merge ADAPTER=DIR OUTPUT=DIR [BASE=DIR] [MERGE_ARGS="..."]))
 	$(PY) -m qwenvl_train merge --adapter "$(ADAPTER)" --output "$(OUTPUT)" $(if $(BASE),--base "$(BASE)") $(MERGE_ARGS)
+
+# make demo [DEMO_OUT=runs/demo] [DEMO_STEPS=N|small] [DEMO_ARGS="--seed 1"]: the whole product on a small model,
+# offline (see README); DEMO_STEPS=small is the shortened variant CI runs.
+DEMO_OUT ?= runs/demo
+demo: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m qwenvl_train demo --out "$(DEMO_OUT)" $(if $(DEMO_STEPS),--steps $(DEMO_STEPS)) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

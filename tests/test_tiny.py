@@ -85,3 +85,25 @@ def test_overrides_reach_config_and_model(tmp_path: Path) -> None:
 def test_rejects_an_impossible_override(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="perfect square"):
         make_tiny(tmp_path / "bad", visual={"n_queries": 5})
+
+
+def test_demo_preset_and_overrides_on_top(tmp_path: Path) -> None:
+    out = make_tiny(tmp_path / "demo", preset="demo", visual={"layers": 1})
+    config = json.loads((out / "config.json").read_text())
+    assert (config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]) == (128, 512, 2)
+    assert config["visual"] == {
+        **config["visual"],
+        "image_size": 56,
+        "width": 128,
+        "layers": 1,
+        "n_queries": 16,
+    }
+    weights = load_file(out / "model.safetensors")
+    assert weights["transformer.wte.weight"].shape == (151936, 128)
+    assert weights["transformer.visual.positional_embedding"].shape == (256, 128)
+    assert weights["transformer.visual.attn_pool.query"].shape == (16, 128)
+    assert not any(".resblocks.1." in name for name in weights)  # the override won over the preset's 2 layers
+    assert (
+        json.loads((make_tiny(tmp_path / "tiny", seed=0) / "config.json").read_text())["visual"]["width"]
+        == 64
+    )

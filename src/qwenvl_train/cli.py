@@ -1,7 +1,9 @@
 """The ``qwenvl-train`` command line.
 
     qwenvl-train vocab [--dest DIR]            fetch and verify the genuine qwen.tiktoken
-    qwenvl-train make-tiny DIR [--seed N]      write a tiny random Qwen-VL checkpoint (original format)
+    qwenvl-train make-tiny DIR [--seed N] [--preset demo] write a tiny random Qwen-VL checkpoint (original format)
+    qwenvl-train demo-data OUT [--n N] [--seed S]  write the demo's generated grounding dataset
+    qwenvl-train demo [--out DIR] [--steps N|small]  the whole product on a small model (make demo)
     qwenvl-train check-data DATA... --model DIR  read data as training does; report lengths and errors
     qwenvl-train train [--config FILE.yaml] [options]  fine-tune (full, LoRA, Q-LoRA); see `train --help`
     qwenvl-train merge --adapter DIR --output DIR [--base DIR]  merge an adapter into its base (original layout)
@@ -36,7 +38,7 @@ def _cmd_vocab(args: argparse.Namespace) -> int:
 def _cmd_make_tiny(args: argparse.Namespace) -> int:
     from .tiny import make_tiny
 
-    print(make_tiny(args.dir, seed=args.seed))
+    print(make_tiny(args.dir, seed=args.seed, preset=args.preset))
     return 0
 
 
@@ -60,8 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-tiny", help="write a tiny random Qwen-VL checkpoint in the original format")
     p.add_argument("dir", help="output directory")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights)")
+    p.add_argument(
+        "--preset",
+        choices=("tiny", "demo"),
+        default="tiny",
+        help="tiny: the test model; demo: the (still small) model `make demo` trains",
+    )
     p.set_defaults(func=_cmd_make_tiny)
 
+    from .demo.data import add_parser as add_demo_data
+
+    add_demo_data(sub)
+    from .demo.run import add_parser as add_demo
+
+    add_demo(sub)
     from .data.check import add_parser as add_check_data
 
     add_check_data(sub)

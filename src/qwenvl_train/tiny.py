@@ -89,6 +89,23 @@ TOKENIZER_CONFIG: dict[str, Any] = {
 }
 
 
+#: Overrides of the ``demo`` preset (``make-tiny --preset demo``): the model ``make demo`` trains from random
+#: weights. Its vision tower sees 56 px pictures as 4 x 4 patches, one per cell of the demo data's 4 x 4 grid,
+#: and the resampler keeps one query per patch; the language model is 2 layers of width 128 (the resampler's
+#: minimum); its 151,936-row output layer is what costs most on a CPU.
+DEMO_OVERRIDES: dict[str, Any] = {
+    "hidden_size": 128,
+    "intermediate_size": 512,
+    "kv_channels": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "visual": {"image_size": 56, "width": 128, "layers": 2, "heads": 4, "n_queries": 16, "output_dim": 128},
+}
+
+#: Named sets of overrides for ``make_tiny(preset=...)`` and ``qwenvl-train make-tiny --preset``.
+PRESETS: dict[str, dict[str, Any]] = {"tiny": {}, "demo": DEMO_OVERRIDES}
+
+
 def tiny_config_dict(**overrides: Any) -> dict[str, Any]:
     """The tiny ``config.json`` content with ``overrides`` applied (a ``visual`` override is merged key by key)."""
     config = copy.deepcopy(TINY_CONFIG)
@@ -103,12 +120,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def make_tiny(out_dir: str | Path, seed: int = 0, **overrides: Any) -> Path:
+def make_tiny(out_dir: str | Path, seed: int = 0, preset: str = "tiny", **overrides: Any) -> Path:
     """Write a tiny random Qwen-VL checkpoint (original layout, weights as ``model.safetensors``) to ``out_dir``.
 
     Args:
         out_dir: folder to create (or fill).
         seed: RNG seed; the same seed and overrides give identical weights.
+        preset: a key of ``PRESETS`` (``tiny``, or ``demo``: the model ``make demo`` trains); ``overrides`` apply
+            on top of it.
         **overrides: config.json keys to change, e.g. ``seq_length=16`` or ``visual={"n_queries": 4}``.
 
     Returns:
@@ -119,7 +138,9 @@ def make_tiny(out_dir: str | Path, seed: int = 0, **overrides: Any) -> Path:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config_dict = tiny_config_dict(**overrides)
+    preset_overrides = copy.deepcopy(PRESETS[preset])
+    visual = {**preset_overrides.pop("visual", {}), **overrides.pop("visual", {})}
+    config_dict = tiny_config_dict(**preset_overrides, **overrides, visual=visual)
     config = QwenVLConfig(
         **{k: v for k, v in config_dict.items() if k not in ("model_type", "transformers_version")}
     )

@@ -1,0 +1,250 @@
+"""``qwenvl-train demo`` (``make demo``): the whole product, offline, on a small model and generated data.
+
+    make demo                      # or: qwenvl-train demo --out runs/demo
+    make demo DEMO_STEPS=small     # the shortened variant CI runs
+
+Every step runs the product's own command line in a child process, as a user would type it:
+
+1. ``make-tiny --preset demo`` (random weights, genuine tokenizer) and ``demo-data``; ``check-data`` on both splits;
+2. ``eval`` of the untrained model on the held-out split (Acc@0.5, mean IoU);
+3. ``train`` with the recipe ``finetune/demo.yaml`` (full fine-tuning from random weights);
+4. ``eval`` again; a short LoRA stage (``train`` with ``finetune/demo-lora.yaml``) on the trained model, ``merge``
+   (what ``make merge`` runs),
+   and ``eval`` of adapter and merged model, whose answers must be identical;
+5. ``chat --draw`` on one held-out question;
+6. a before/after table, ``loss.png``, ``answer.png``, the ``eval_*.json`` files and ``summary.json`` in the
+   output folder, whose path is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Most tokens generated per answer (an answer is about 25 tokens; the untrained model would ramble to 512).
+MAX_NEW_TOKENS = 40
+IMG = re.compile(r"Picture \d+: <img>(.+?)</img>\n")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one demo run."""
+
+    steps: int
+    n_train: int
+    n_heldout: int
+    lora_steps: int
+    batch_size: int | None  # None: the recipe's
+
+
+FULL = Settings(steps=200, n_train=2000, n_heldout=64, lora_steps=5, batch_size=None)
+#: ``--steps small``: the shortened variant CI runs (same path, fewer steps and samples).
+SMALL = Settings(steps=60, n_train=400, n_heldout=16, lora_steps=2, batch_size=8)
+
+
+class DemoError(RuntimeError):
+    """A step of the demo failed or did not produce what it should."""
+
+
+def default_config() -> Path:
+    """``finetune/demo.yaml`` of the current folder, else of the source tree this package comes from."""
+    here = Path("finetune/demo.yaml")
+    return here if here.is_file() else Path(__file__).resolve().parents[3] / "finetune" / "demo.yaml"
+
+
+class Demo:
+    """Runs the steps, recording what each produced and how long it took."""
+
+    def __init__(self, out: Path, settings: Settings, config: Path, seed: int) -> None:
+        self.out, self.settings, self.config, self.seed = out, settings, config, seed
+        self.timings: dict[str, float] = {}
+        self.env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+
+    def cli(self, name: str, *args: str, capture: bool = False) -> str:
+        """Run ``qwenvl-train ARGS`` (as ``python -m qwenvl_train``); stop the demo if it fails."""
+        command = [sys.executable, "-m", "qwenvl_train", *args]
+        print(f"\n=== {name}: qwenvl-train {' '.join(args)}", flush=True)
+        start = time.perf_counter()
+        result = subprocess.run(command, env=self.env, stdout=subprocess.PIPE if capture else None, text=True)
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+        if result.returncode != 0:
+            raise DemoError(f"step {name!r} failed (exit {result.returncode}): qwenvl-train {' '.join(args)}")
+        if capture:
+            print(result.stdout, end="", flush=True)
+        return result.stdout or ""
+
+    def evaluate(self, name: str, model: Path, adapter: Path | None = None) -> dict[str, Any]:
+        """``qwenvl-train eval`` on the held-out split into ``eval_<name>.json``; returns that report."""
+        path = self.out / f"eval_{name}.json"
+        args = [
+            "eval",
+            "--model",
+            str(model),
+            "--data",
+            str(self.out / "data" / "heldout.json"),
+            "--out",
+            str(path),
+        ]
+        args += ["--max-new-tokens", str(MAX_NEW_TOKENS), "--batch-size", "16"]
+        self.cli(f"eval {name}", *args, *(["--adapter", str(adapter)] if adapter else []))
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def train(self, name: str, recipe: Path, *args: str) -> None:
+        """``qwenvl-train train --config RECIPE ARGS`` with the demo's seed (and batch size, if it sets one)."""
+        batch = self.settings.batch_size
+        extra = ["--per_device_train_batch_size", str(batch)] if batch else []
+        self.cli(name, "train", "--config", str(recipe), *args, "--seed", str(self.seed), *extra)
+
+    def run(self) -> dict[str, Any]:
+        """All steps; returns the summary (also written to ``summary.json``)."""
+        out, s = self.out, self.settings
+        out.mkdir(parents=True, exist_ok=True)
+        model, data = out / "model", out / "data"
+        self.cli("make-tiny", "make-tiny", str(model), "--preset", "demo", "--seed", str(self.seed))
+        self.cli("demo-data", "demo-data", str(data), "--n", str(s.n_train), "--n-heldout", str(s.n_heldout),
+                 "--seed", str(self.seed))  # fmt: skip
+        train_json, heldout_json = str(data / "train.json"), str(data / "heldout.json")
+        self.cli("check-data", "check-data", train_json, heldout_json, "--model", str(model),
+                 "--model_max_length", "192")  # fmt: skip
+        before = self.evaluate("untrained", model)
+
+        trained = out / "trained"
+        self.train("train", self.config, "--model_name_or_path", str(model), "--data_path", train_json,
+                   "--output_dir", str(trained), "--max_steps", str(s.steps))  # fmt: skip
+        after = self.evaluate("trained", trained)
+
+        lora, merged = out / "lora", out / "merged"
+        self.train("train lora", self.config.with_name("demo-lora.yaml"), "--model_name_or_path", str(trained),
+                   "--data_path", train_json, "--output_dir", str(lora), "--max_steps", str(s.lora_steps))  # fmt: skip
+        self.cli("merge", "merge", "--adapter", str(lora), "--output", str(merged))
+        with_adapter = self.evaluate("lora", trained, adapter=lora)
+        merged_eval = self.evaluate("merged", merged)
+        same = answers_match(with_adapter, merged_eval)
+
+        answer = self.chat(merged, heldout_json)
+        loss_png = self.loss_curve(trained)
+        summary = {
+            "output": str(out),
+            "steps": s.steps,
+            "lora_steps": s.lora_steps,
+            "recipe": str(self.config),
+            "metrics": {name: report["metrics"] for name, report in
+                        (("untrained", before), ("trained", after), ("lora", with_adapter), ("merged", merged_eval))},
+            "merged_answers_as_adapter": same,
+            "chat": answer,
+            "loss_curve": str(loss_png),
+            "seconds": {name: round(t, 1) for name, t in self.timings.items()},
+        }  # fmt: skip
+        (out / "summary.json").write_text(
+            json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        print("\n" + format_summary(summary))
+        if not same:
+            raise DemoError("the merged model does not answer the held-out questions as the adapter did")
+        return summary
+
+    def chat(self, model: Path, heldout_json: str) -> dict[str, str]:
+        """Ask the first single-picture held-out question with ``chat --draw``; returns question and answer."""
+        samples = json.loads(Path(heldout_json).read_text(encoding="utf-8"))
+        sample = next(s for s in samples if len(s["conversations"]) == 2)
+        user = sample["conversations"][0]["value"]
+        image = str(Path(heldout_json).parent / IMG.search(user).group(1))  # type: ignore[union-attr]
+        question = IMG.sub("", user)
+        drawn = self.out / "answer.png"
+        response = self.cli("chat", "chat", "--model", str(model), "--image", image, "--greedy",
+                            "--max-new-tokens", str(MAX_NEW_TOKENS), "--draw", str(drawn), question,
+                            capture=True)  # fmt: skip
+        return {"id": sample["id"], "image": image, "question": question, "answer": response.strip(),
+                "reference": sample["conversations"][1]["value"], "drawn": str(drawn) if drawn.exists() else ""}  # fmt: skip
+
+    def loss_curve(self, trained: Path) -> Path:
+        """``loss.png`` from the training run's ``trainer_state.json``."""
+        from .plot import draw_loss_curve
+
+        history = json.loads((trained / "trainer_state.json").read_text())["log_history"]
+        points = [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
+        return draw_loss_curve([p[0] for p in points], [p[1] for p in points], self.out / "loss.png",
+                               f"training loss, demo model, {self.settings.steps} steps")  # fmt: skip
+
+
+def answers_match(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Same sample ids and the same predicted answer for each."""
+    return [(x["id"], x["prediction"]) for x in a["samples"]] == [
+        (x["id"], x["prediction"]) for x in b["samples"]
+    ]
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The before/after table and where everything is."""
+    names = {"untrained": "untrained", "trained": f"trained ({summary['steps']} steps)",
+             "lora": f"+ LoRA ({summary['lora_steps']} steps)", "merged": "LoRA merged"}  # fmt: skip
+    lines = [f"{'held-out':<24}{'Acc@0.5':>9}{'mean IoU':>10}{'samples':>9}"]
+    for key, label in names.items():
+        m = summary["metrics"][key]
+        lines.append(
+            f"{label:<24}{m.get('acc@0.5', 0.0):>9.3f}{m.get('mean_iou', 0.0):>10.3f}{m['samples']:>9}"
+        )
+    chat = summary["chat"]
+    same = "yes" if summary["merged_answers_as_adapter"] else "NO"
+    lines += [
+        f"merged model answers exactly as the adapter: {same}",
+        f"chat: {chat['question']}  ->  {chat['answer']}   (reference {chat['reference']})",
+        "time: " + ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items()),
+        f"loss curve: {summary['loss_curve']}",
+        f"drawn answer: {chat['drawn'] or '(no box in the answer)'}",
+        f"everything (eval_*.json, summary.json, models): {summary['output']}",
+    ]
+    return "\n".join(lines)
+
+
+def parse_settings(text: str | None) -> Settings:
+    """``--steps``: empty for the full demo, ``small`` for the CI variant, or a number of training steps."""
+    if not text:
+        return FULL
+    if text == "small":
+        return SMALL
+    steps = int(text)
+    if steps < 1:
+        raise argparse.ArgumentTypeError(f"--steps must be at least 1, got {steps}")
+    return Settings(steps, FULL.n_train, FULL.n_heldout, FULL.lora_steps, FULL.batch_size)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``demo`` on the CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "demo", help="build, train, evaluate, merge and ask a small model on generated data (make demo)",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )  # fmt: skip
+    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    parser.add_argument("--steps", default=None, metavar="N|small",
+                        help=f"training steps (default {FULL.steps}); small: the shortened CI variant")  # fmt: skip
+    parser.add_argument("--config", default=None, help="training recipe (default finetune/demo.yaml)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the model, the data and training")
+    parser.set_defaults(func=_run)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        settings = parse_settings(args.steps)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        print(f"error: --steps: {exc}", file=sys.stderr)
+        return 2
+    config = Path(args.config) if args.config else default_config()
+    if not (config.is_file() and config.with_name("demo-lora.yaml").is_file()):
+        print(f"error: training recipe {config} (or demo-lora.yaml beside it) not found", file=sys.stderr)
+        return 2
+    try:
+        Demo(Path(args.out).resolve(), settings, config, args.seed).run()
+    except DemoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
