@@ -76,10 +76,11 @@ def test_perfect_answers_log_one_at_the_end_and_reach_wandb(
     args = cpu_args(tiny_model_dir, train_file, out, "--max_steps", "2", "--eval_data", str(val),
                     "--eval_data_path", str(train_file))  # fmt: skip
     args[args.index("--report_to") + 1] = "wandb"
+    wandb.teardown()  # wandb keeps its settings (WANDB_DIR) per process: start afresh from an earlier test's run
     try:
         train(args)
     finally:
-        wandb.teardown()  # wandb keeps its settings (WANDB_DIR) per process: a later run must start afresh
+        wandb.teardown()  # and leave none behind; it also waits for the run's record log to be written
     (entry,) = eval_entries(out)  # --eval_strategy no: only the evaluation at the end
     assert entry["step"] == 2
     assert (entry["eval_acc@0.5"], entry["eval_mean_iou"], entry["eval_exact_match"]) == (1.0, 1.0, 1.0)

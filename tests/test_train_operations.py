@@ -148,14 +148,18 @@ def test_non_finite_loss_stops_training_naming_the_step(
 def test_wandb_offline_run_records_train_loss(
     tiny_model_dir: Path, data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_PROJECT", "qwenvl-train-test")
     args = cpu_args(tiny_model_dir, data_file, tmp_path / "out", "--tune", "lora", "--max_steps", "3")
     args[args.index("--report_to") + 1] = "wandb"
-    train(args)
+    wandb.teardown()  # wandb keeps its settings (WANDB_DIR) per process: start afresh from an earlier test's run
+    try:
+        train(args)
+    finally:
+        wandb.teardown()  # waits for wandb's service to exit, so the run's record log is complete on disk
 
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, runs
