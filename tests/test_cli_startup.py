@@ -159,7 +159,10 @@ def test_verbose_flag_reaches_child_processes(monkeypatch: pytest.MonkeyPatch) -
     """``qwenvl-train --verbose ...`` is the environment variable, so torchrun's ranks and workers follow it."""
     from qwenvl_train.cli import main
 
-    monkeypatch.delenv("QWENVL_TRAIN_VERBOSE", raising=False)
+    # setenv first: monkeypatch restores only what it recorded, and delenv of an absent variable records nothing,
+    # so the variable main() sets would leak into every later test's child processes (noise in their stderr).
+    monkeypatch.setenv("QWENVL_TRAIN_VERBOSE", "")
+    monkeypatch.delenv("QWENVL_TRAIN_VERBOSE")
     with pytest.raises(SystemExit) as info:
         main(["vocab", "--verbose", "--help"])
     assert info.value.code == 0 and os.environ["QWENVL_TRAIN_VERBOSE"] == "1"
