@@ -189,6 +189,23 @@ def test_fresh_model_initialises_pos_embed_to_the_sincos_table() -> None:
     assert torch.equal(fresh.transformer.ln_f.weight, torch.ones(128))
 
 
+def test_fresh_resampler_attention_is_initialised_like_nn_multihead_attention() -> None:
+    """The original's resampler is an nn.MultiheadAttention: Xavier-uniform [Q; K; V] projections, zero biases
+    (its _init_weights touches only nn.Linear). A std-0.02 normal instead (the generic init) leaves the attention
+    uniform, so features of the same shape in different cells come out nearly equal (0.2% of their spread)."""
+    config = QwenVLConfig(**{k: v for k, v in json.loads(_tiny_config_text()).items() if k != "model_type"})
+    torch.manual_seed(0)
+    fresh = QwenVLForCausalLM(config)
+    attn = fresh.transformer.visual.attn_pool.attn
+    embed = attn.embed_dim
+    bound = math.sqrt(6.0 / (embed + 3 * embed))  # xavier_uniform_ on the [3E, E] stacked weight
+    weight = attn.in_proj_weight
+    assert (
+        weight.abs().max().item() <= bound and abs(weight.std().item() - bound / math.sqrt(3)) < 0.05 * bound
+    )
+    assert torch.equal(attn.in_proj_bias, torch.zeros(3 * embed))
+
+
 def _tiny_config_text() -> str:
     from qwenvl_train.tiny import tiny_config_dict
 

@@ -286,7 +286,11 @@ class QwenVLPreTrainedModel(PreTrainedModel):
                 module.c_proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.num_hidden_layers)
             )
         elif isinstance(module, ResamplerAttention):
-            init.normal_(module.in_proj_weight, mean=0.0, std=std)
+            # The original builds this as nn.MultiheadAttention, whose own reset (Xavier-uniform projections, zero
+            # biases) its _init_weights leaves alone (not an nn.Linear). A std-0.02 normal instead makes the
+            # resampler's attention uniform at init: every query averages all patches, where a shape is loses
+            # almost entirely, and a model trained from random weights cannot learn positions for a long time.
+            init.xavier_uniform_(module.in_proj_weight)
             init.zeros_(module.in_proj_bias)
         elif isinstance(module, Resampler):
             init.trunc_normal_(module.query, mean=0.0, std=0.02)
