@@ -81,6 +81,23 @@ def test_generation_stops_at_im_end_and_im_start(model, tok, query: str, stop_id
     assert list(model.chat_stream(tok, query, None, do_sample=False, max_new_tokens=6))[-1] == response
 
 
+def test_padding_rows_of_the_output_layer_are_never_generated(model, tok, query: str) -> None:
+    """Ids past the tokenizer's last token (the output layer's padding rows) cannot be decoded: an untrained model
+    whose argmax lands there still answers, with the best real token in its place."""
+    padding_row = st.NUM_BPE_RANKS + len(st.SPECIAL_TOKENS) + 40
+    assert padding_row < model.config.vocab_size
+    with pytest.raises(KeyError):
+        tok.decode([padding_row])
+    free, _ = model.chat(tok, query, do_sample=False, max_new_tokens=4)
+    calls = boost_at_step(model, padding_row, 1)
+    response, _ = model.chat(tok, query, do_sample=False, max_new_tokens=4)
+    assert len(calls) == 4 and response == free
+    config = chat_generation_config(model)
+    assert config.suppress_tokens == list(
+        range(st.NUM_BPE_RANKS + len(st.SPECIAL_TOKENS), model.config.vocab_size)
+    )
+
+
 def test_settings_come_from_generation_config_and_can_be_overridden(model) -> None:
     config = chat_generation_config(model)
     assert (config.do_sample, config.top_p, config.top_k, config.max_new_tokens) == (True, 0.3, 0, 512)

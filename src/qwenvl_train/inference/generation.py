@@ -52,9 +52,24 @@ def chat_generation_config(model: Any, generation_config: Any | None = None, **o
     config.eos_token_id = eos + [i for i in STOP_IDS if i not in eos]
     if config.pad_token_id is None:
         config.pad_token_id = st.PAD_ID
+    padding_rows = undecodable_ids(model)
+    if padding_rows:
+        kept = [i for i in (config.suppress_tokens or []) if i not in padding_rows]
+        config.suppress_tokens = kept + padding_rows
     if not config.do_sample:  # greedy: neutral sampling settings, so transformers does not warn about them
         config.top_p, config.top_k, config.temperature = 1.0, 50, 1.0
     return config
+
+
+def undecodable_ids(model: Any) -> list[int]:
+    """The output layer's padding rows: ids past the tokenizer's last token (151,936 rows for 151,860 tokens).
+
+    A trained model never picks them, but an untrained or barely trained one can, and the tokenizer cannot decode
+    them; generation suppresses them, so such a model answers with real tokens instead of failing at decode.
+    """
+    rows = getattr(getattr(model, "config", None), "vocab_size", None)
+    first = st.NUM_BPE_RANKS + len(st.SPECIAL_TOKENS)
+    return list(range(first, rows)) if isinstance(rows, int) else []
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
