@@ -365,6 +365,11 @@ def _check_value(path: str | Path, key: str, value: Any, action: argparse.Action
     items = value if isinstance(value, list) else [value]
     converted = []
     for item in items:
+        if item is True and action.nargs == "?" and action.const is True:
+            converted.append(
+                item
+            )  # what the bare flag gives (``fsdp: true`` as ``--fsdp``), not the string "True"
+            continue
         if item is not None and action.type is not None:
             try:
                 item = action.type(item if isinstance(item, (str, bool)) else str(item))
