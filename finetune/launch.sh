@@ -24,6 +24,11 @@ GPUS_PER_NODE=${GPUS_PER_NODE:-$(python -c "import torch; print(max(torch.cuda.d
 if [ -n "${OUTPUT:-}" ]; then set -- --output_dir "$OUTPUT" "$@"; fi
 set -- --data_path "$DATA" "$@"
 if [ -n "${MODEL:-}" ]; then set -- --model_name_or_path "$MODEL" "$@"; fi
+# Once on this node, before torchrun: a GPU-only option on a machine without CUDA (the recipes ask for bf16) or a
+# bad recipe is one line and exit status 1 here, instead of a line followed by torchrun's failure report.
+if [ "${DRY_RUN:-0}" != 1 ]; then
+    python -m qwenvl_train train --config "$RECIPE" "$@" --check_devices_only
+fi
 set -- torchrun --nproc_per_node "$GPUS_PER_NODE" --nnodes "${NNODES:-1}" --node_rank "${NODE_RANK:-0}" \
     --master_addr "${MASTER_ADDR:-localhost}" --master_port "${MASTER_PORT:-6001}" \
     -m qwenvl_train train --config "$RECIPE" "$@"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,24 @@ def test_config_paths_resolve_from_the_current_folder_then_the_config_file_upwar
     assert resolve_config_paths(values, config) == values  # the current folder's file first, path as written
     absolute = {"deepspeed": str(project / "ds_configs" / "z.json")}
     assert resolve_config_paths(absolute, config) == absolute
+
+
+def test_a_launcher_on_a_machine_without_gpu_says_what_to_add_in_one_line(tmp_path: Path) -> None:
+    """The recipe asks for bf16; without CUDA the check run once before torchrun ends the launcher with the one
+    line saying what to add, and torchrun (with its own failure report) never starts."""
+    env = {**cpu_env(), "DATA": str(tmp_path / "train.json"), "OUTPUT": str(tmp_path / "out")}
+    for name in ("MODEL", "GPUS_PER_NODE", "NNODES", "NODE_RANK", "DRY_RUN"):
+        env.pop(name, None)
+    proc = subprocess.run(["sh", str(FINETUNE / "finetune_lora_single_gpu.sh")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "qwenvl-train: --bf16 needs a CUDA GPU and this machine has none: add --use_cpu true --bf16 false "
+        "(or --use_cpu true to keep bf16 mixed precision on the CPU)"
+    ]
+    assert proc.stdout == "" and not (tmp_path / "out").exists()
+    # With what the line asks for, the same check passes (and a bad recipe key is one line too).
+    ok = subprocess.run([sys.executable, "-m", "qwenvl_train", "train", "--config", str(FINETUNE / "lora.yaml"),
+                         "--use_cpu", "true", "--bf16", "false", "--check_devices_only"], env=env,
+                        capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert ok.returncode == 0 and ok.stderr == "", ok.stderr

@@ -474,6 +474,21 @@ def check_device_options(argv: Sequence[str], file_values: dict[str, Any]) -> No
             )
 
 
+def check_devices_only(argv: Sequence[str]) -> None:
+    """:func:`check_device_options` for a command line (and its ``--config`` file) without building the training
+    arguments, which would set up devices and, under ``--ddp_backend``/``--deepspeed``, expect a process group: what
+    a launcher runs once before torchrun (``train --check_devices_only ...``).
+
+    Raises:
+        ConfigurationError: a bad ``--config`` file, or a GPU-only option on a machine without CUDA.
+    """
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    file_values = load_config_file(known.config, build_parser()) if known.config else {}
+    check_device_options(argv, file_values)
+
+
 def settings_line(args: Arguments) -> str:
     """One line with the hyper-parameters that matter, printed at start."""
     t = args.training

@@ -23,7 +23,7 @@ from ..data.dataset import ConversationDataset, VisionSettings, vision_settings
 from ..data.scan import ScanResult, scan
 from ..data.sources import TrainingDataError
 from ..errors import is_rank_zero, run_reporting
-from .arguments import Arguments, parse_args, settings_line
+from .arguments import Arguments, check_devices_only, parse_args, settings_line
 from .final_save import save_final
 from .generation_eval import attach_generation_eval
 from .help import cached_help
@@ -238,6 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--preflight_only" in argv:
         return run_reporting(preflight_only, argv, prefix="qwenvl-train: ")
+    if "--check_devices_only" in argv:  # finetune/launch.sh, once before torchrun
+        argv.remove("--check_devices_only")
+        return run_reporting(check_devices_only, argv, prefix="qwenvl-train: ")
     return run_reporting(train_to_the_end, argv, prefix="qwenvl-train: ")
 
 
