@@ -8,10 +8,8 @@ checkpoint directory loads with ``AutoModelForCausalLM.from_pretrained(dir)`` an
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from . import registration as _registration
+from .lazy import lazy_getattr
 from .registration import register
 
 __version__ = "0.1.0"
@@ -26,10 +24,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 _registration.install()

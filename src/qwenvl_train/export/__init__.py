@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from typing import Any
+from ..lazy import keep_function_over_submodule, lazy_getattr
 
 __all__ = ["MergeError", "merge"]
 
@@ -17,20 +14,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
-class _Package(types.ModuleType):
-    """The import system binds each imported submodule on its package; ``merge`` must stay the function (the
-    submodule is ``importlib.import_module("qwenvl_train.export.merge")``), as it was when this file imported it."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "merge" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+keep_function_over_submodule(__name__, "merge")
