@@ -73,12 +73,17 @@ def run_reporting(
         return int(command(*args) or 0)
     except (UserError, *known) as exc:
         report(exc, prefix)
-        _leave_process_group()
+        leave_process_group()
         return 1
 
 
-def _leave_process_group() -> None:
-    """Leave torch.distributed cleanly (no "process group not destroyed" warning), when it was joined."""
+def leave_process_group(barrier: bool = False) -> None:
+    """Leave torch.distributed cleanly, when it was joined: no "process group not destroyed" warning, and no rank
+    aborted at interpreter exit (gloo's threads destroyed while joinable: SIGABRT, "terminate called without an
+    active exception", after a run that finished). With ``barrier`` the ranks first meet, so none tears down its
+    communicators while another is still in a collective (the end of a ZeRO-3 save, for instance)."""
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()

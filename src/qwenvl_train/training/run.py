@@ -22,7 +22,7 @@ from ..data.collator import DataCollator
 from ..data.dataset import ConversationDataset, VisionSettings, vision_settings
 from ..data.scan import ScanResult, scan
 from ..data.sources import TrainingDataError
-from ..errors import is_rank_zero, run_reporting
+from ..errors import is_rank_zero, leave_process_group, run_reporting
 from .arguments import Arguments, check_devices_only, parse_args, settings_line
 from .final_save import save_final
 from .generation_eval import attach_generation_eval
@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def train_to_the_end(argv: Sequence[str]) -> int:
     """Train, then leave the process group (after a barrier) before the interpreter exits; exit status 0."""
     train(argv)
-    shut_down_process_group(wait=True)
+    leave_process_group(barrier=True)
     return 0
 
 
@@ -257,18 +257,3 @@ def preflight_only(argv: Sequence[str]) -> int:
     if is_rank_zero():
         print("qwenvl-train: pre-flight checks passed", flush=True)
     return 0
-
-
-def shut_down_process_group(wait: bool) -> None:
-    """Destroy the process group before the interpreter exits.
-
-    Left to interpreter shutdown, gloo's worker threads can be destroyed while still joinable, and a rank dies
-    with SIGABRT ("terminate called without an active exception") after a run that finished; torchrun then
-    reports the whole run as failed. With ``wait`` the ranks first meet at a barrier, so none tears down its
-    communicators while another is still in a collective (the end of a ZeRO-3 save, for instance).
-    """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    if wait:
-        torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
