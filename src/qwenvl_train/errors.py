@@ -8,11 +8,13 @@ the error happened on one rank only (:attr:`UserError.every_rank`). Cheap to imp
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 DEBUG_ENV = "QWENVL_TRAIN_DEBUG"
 PREFIX = "error: "
@@ -73,17 +75,56 @@ def run_reporting(
         return int(command(*args) or 0)
     except (UserError, *known) as exc:
         report(exc, prefix)
-        leave_process_group()
+        if leave_process_group() and launched_rank():
+            end_process(1)
         return 1
 
 
-def leave_process_group(barrier: bool = False) -> None:
-    """Leave torch.distributed cleanly, when it was joined: no "process group not destroyed" warning, and no rank
-    aborted at interpreter exit (gloo's threads destroyed while joinable: SIGABRT, "terminate called without an
-    active exception", after a run that finished). With ``barrier`` the ranks first meet, so none tears down its
-    communicators while another is still in a collective (the end of a ZeRO-3 save, for instance)."""
+def leave_process_group(barrier: bool = False) -> int:
+    """Leave torch.distributed when it was joined: no "process group not destroyed" warning. With ``barrier`` the
+    ranks first meet, so none tears down its communicators while another is still in a collective (the end of a
+    ZeRO-3 save, for instance).
+
+    Returns:
+        The size of the world it left (0 when no process group was initialized).
+    """
     dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        if barrier:
-            dist.barrier()
-        dist.destroy_process_group()
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return 0
+    world = dist.get_world_size()
+    if barrier:
+        dist.barrier()
+    dist.destroy_process_group()
+    return world
+
+
+def launched_rank() -> bool:
+    """This process is one rank started by a launcher (torchrun, the deepspeed launcher: ``RANK`` is set), not a
+    program that called the product's functions itself."""
+    return "RANK" in os.environ
+
+
+def end_process(status: int) -> NoReturn:
+    """End this process now with ``status``, without the interpreter's finalization: what a rank of a distributed
+    run does once it has finished (and left its process group).
+
+    Why: objects that hold communication work (DeepSpeed's ZeRO-3 handles, gloo's work queues, the process groups
+    they reference) are otherwise freed while the interpreter tears itself down; a gloo thread that then drops a
+    tensor needs the GIL, which no longer exists, and the C++ runtime aborts the rank (SIGABRT, "terminate called
+    without an active exception"), so torchrun reports a run that finished and saved as failed. Everything a
+    normal exit does before finalization still happens here, in the same order: non-daemon threads are joined,
+    the ``atexit`` handlers run (logging, wandb, temporary folders, DataLoader workers), stdout and stderr are
+    flushed. Only the teardown of C++ objects is skipped; the operating system reclaims them.
+    """
+    # The interpreter's own sequence: threading's exit hooks (executors told to stop) and the join of non-daemon
+    # threads, then the atexit handlers.
+    shutdown_threads = getattr(threading, "_shutdown", None)
+    if shutdown_threads is not None:
+        shutdown_threads()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing more can be written anyway
+            pass
+    os._exit(status)
