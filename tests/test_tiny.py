@@ -107,3 +107,15 @@ def test_demo_preset_and_overrides_on_top(tmp_path: Path) -> None:
         json.loads((make_tiny(tmp_path / "tiny", seed=0) / "config.json").read_text())["visual"]["width"]
         == 64
     )
+
+
+def test_demo_preset_draws_unit_scale_vision_positions(tmp_path: Path) -> None:
+    """The demo model's ViT position embedding starts at std 2.5 (the tiny model keeps the original's width**-0.5),
+    and the same seed still gives the same weights."""
+    demo = load_file(make_tiny(tmp_path / "demo", preset="demo") / "model.safetensors")
+    positions = demo["transformer.visual.positional_embedding"]
+    assert 2.3 < positions.std().item() < 2.7
+    tiny = load_file(make_tiny(tmp_path / "tiny") / "model.safetensors")
+    assert tiny["transformer.visual.positional_embedding"].std().item() < 0.2
+    again = load_file(make_tiny(tmp_path / "again", preset="demo") / "model.safetensors")
+    assert all(torch.equal(again[name], tensor) for name, tensor in demo.items())  # deterministic

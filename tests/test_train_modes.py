@@ -232,3 +232,43 @@ def base_weights_of(model_dir: Path) -> dict[str, torch.Tensor]:
     if model_dir not in _BASE_CACHE:
         _BASE_CACHE[model_dir] = load_file(str(model_dir / "model.safetensors"))
     return _BASE_CACHE[model_dir]
+
+
+def test_vision_lr_gives_the_tower_its_own_learning_rate(
+    tiny_model_dir: Path, data_file: Path, base_weights: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    """--vision_lr 0 with the whole tower trainable: every transformer.visual weight keeps its value while the
+    language model's change, and the logged learning rate is --learning_rate's schedule."""
+    trainer = train(
+        cpu_args(
+            tiny_model_dir,
+            data_file,
+            tmp_path / "out",
+            "--tune",
+            "full",
+            "--freeze_vit",
+            "false",
+            "--max_steps",
+            "2",
+            "--learning_rate",
+            "1e-3",
+            "--warmup_steps",
+            "0",
+            "--lr_scheduler_type",
+            "constant",
+            "--vision_lr",
+            "0",
+        )  # fmt: skip
+    )
+    lrs = {group["lr"] for group in trainer.optimizer.param_groups}
+    assert lrs == {1e-3, 0.0}
+    assert [entry["learning_rate"] for entry in trainer.state.log_history if "loss" in entry] == [1e-3, 1e-3]
+    visual = changed = 0
+    for name, param in trainer.model.named_parameters():
+        assert param.requires_grad or name.endswith("pos_embed"), name
+        if name.startswith("transformer.visual."):
+            visual += 1
+            assert torch.equal(param.detach(), base_weights[name]), f"{name} changed at --vision_lr 0"
+        elif part_of(name) == "llm":
+            changed += not torch.equal(param.detach(), base_weights[name])
+    assert visual > 0 and changed == sum(part_of(n) == "llm" for n in base_weights)

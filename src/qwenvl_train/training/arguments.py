@@ -244,6 +244,15 @@ class TrainingArguments(transformers.TrainingArguments):
         default=False, metadata={"help": "Keep every collated field (pixel_values is not a dataset column)."}
     )
 
+    vision_lr: float | None = field(
+        default=None,
+        metadata={
+            "help": "Peak learning rate of the vision tower and resampler (transformer.visual.*, when they train); "
+            "they follow the same schedule. Default: --learning_rate. A tower trained from scratch (make demo) "
+            "needs a lower one than the language model."
+        },
+    )
+
     loss_backend: str = field(
         default="auto",
         metadata={

@@ -76,6 +76,17 @@ class QwenVLTrainer(GenerationEvalMixin, Trainer):
         #: ``--vision_cache``: a :class:`~.vision_cache.VisionFeatureCache` the batches' images go through.
         self.vision_cache: Any = None
 
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer; with ``--vision_lr`` each of its parameter groups is split in two, the vision
+        tower's parameters (``transformer.visual.*``) getting their own peak learning rate (the scheduler scales
+        every group's own rate)."""
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        vision_lr = getattr(self.args, "vision_lr", None)
+        if vision_lr is None or optimizer is None:
+            return optimizer
+        self.optimizer = split_vision_groups(optimizer, self.model if model is None else model, vision_lr)
+        return self.optimizer
+
     def _take_batch(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Count the replaced samples the collator reports; with ``--vision_cache`` swap the pixels for the
         cached (or freshly computed and stored) image features."""
@@ -152,6 +163,27 @@ class QwenVLTrainer(GenerationEvalMixin, Trainer):
         super()._save(output_dir, state_dict=state_dict)
         if self.args.should_save:
             write_model_files(self.accelerator.unwrap_model(self.model), output_dir or self.args.output_dir)
+
+
+def split_vision_groups(
+    optimizer: torch.optim.Optimizer, model: nn.Module, vision_lr: float
+) -> torch.optim.Optimizer:
+    """Split each parameter group of ``optimizer`` (created, not yet stepped) in place into the rest and its
+    vision-tower parameters (``transformer.visual.*``), which get ``lr=vision_lr``; returns ``optimizer``."""
+    vision = {id(p) for name, p in model.named_parameters() if ".visual." in f".{name}"}
+    groups = []
+    for group in optimizer.param_groups:
+        settings = {key: value for key, value in group.items() if key != "params"}
+        rest = [p for p in group["params"] if id(p) not in vision]
+        own = [p for p in group["params"] if id(p) in vision]
+        if rest:
+            groups.append({**settings, "params": rest})
+        if own:
+            groups.append({**settings, "params": own, "lr": vision_lr})
+    optimizer.param_groups = []
+    for group in groups:
+        optimizer.add_param_group(group)
+    return optimizer
 
 
 def write_model_files(model: nn.Module, output_dir: str | os.PathLike[str]) -> None:
