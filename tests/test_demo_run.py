@@ -13,7 +13,7 @@ from PIL import Image
 
 from qwenvl_train.cli import main as cli_main
 from qwenvl_train.demo.plot import draw_loss_curve
-from qwenvl_train.demo.run import SMALL, format_summary, parse_settings
+from qwenvl_train.demo.run import FULL, SMALL, format_summary, parse_settings
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_table_names_every_stage(demo_out):
 
 
 def test_steps_option():
-    assert parse_settings(None).steps == 200 and parse_settings("small") == SMALL
+    assert parse_settings(None) == FULL and parse_settings("small") == SMALL
     assert parse_settings("50").steps == 50
     with pytest.raises(ValueError):
         parse_settings("many")

@@ -47,7 +47,7 @@ class Settings:
 
 FULL = Settings(steps=300, n_train=2000, n_heldout=64, lora_steps=5, batch_size=None)
 #: ``--steps small``: the shortened variant CI runs (same path, fewer steps and samples).
-SMALL = Settings(steps=60, n_train=400, n_heldout=16, lora_steps=2, batch_size=8)
+SMALL = Settings(steps=100, n_train=400, n_heldout=16, lora_steps=2, batch_size=8)
 
 
 class DemoError(RuntimeError):
