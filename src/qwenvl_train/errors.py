@@ -75,9 +75,16 @@ def run_reporting(
         return int(command(*args) or 0)
     except (UserError, *known) as exc:
         report(exc, prefix)
-        if leave_process_group() and launched_rank():
-            end_process(1)
-        return 1
+        return finish(1)
+
+
+def finish(status: int, barrier: bool = False) -> int:
+    """How a command ends: leave the process group (after a barrier, with ``barrier``); a rank started by a
+    launcher then ends its process here with ``status`` (:func:`end_process`), anything else gets ``status``
+    back."""
+    if leave_process_group(barrier) and launched_rank():
+        end_process(status)
+    return status
 
 
 def leave_process_group(barrier: bool = False) -> int:

@@ -22,7 +22,7 @@ from ..data.collator import DataCollator
 from ..data.dataset import ConversationDataset, VisionSettings, vision_settings
 from ..data.scan import ScanResult, scan
 from ..data.sources import TrainingDataError
-from ..errors import end_process, is_rank_zero, launched_rank, leave_process_group, run_reporting
+from ..errors import finish, is_rank_zero, run_reporting
 from .arguments import Arguments, check_devices_only, parse_args, settings_line
 from .final_save import save_final
 from .generation_eval import attach_generation_eval
@@ -246,12 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def train_to_the_end(argv: Sequence[str]) -> int:
     """Train, then leave the process group (after a barrier); exit status 0. A rank started by a launcher then ends
-    its process at once (:func:`..errors.end_process`: no interpreter teardown, which could abort a rank of a run
+    its process at once (:func:`..errors.finish`: no interpreter teardown, which could abort a rank of a run
     that finished and make torchrun report it failed)."""
     train(argv)
-    if leave_process_group(barrier=True) and launched_rank():
-        end_process(0)
-    return 0
+    return finish(0, barrier=True)
 
 
 def preflight_only(argv: Sequence[str]) -> int:

@@ -27,6 +27,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..errors import UserError
 from .generation_eval import GenerationEvalMixin
+from .prepare import part_of
 
 TRAINER_STATE_NAME = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
@@ -80,7 +81,7 @@ class QwenVLTrainer(GenerationEvalMixin, Trainer):
         """The Trainer's optimizer; with ``--vision_lr`` each of its parameter groups is split in two, the vision
         tower's parameters (``transformer.visual.*``) getting their own peak learning rate (the scheduler scales
         every group's own rate)."""
-        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        optimizer = super().create_optimizer(model)
         vision_lr = getattr(self.args, "vision_lr", None)
         if vision_lr is None or optimizer is None:
             return optimizer
@@ -169,8 +170,9 @@ def split_vision_groups(
     optimizer: torch.optim.Optimizer, model: nn.Module, vision_lr: float
 ) -> torch.optim.Optimizer:
     """Split each parameter group of ``optimizer`` (created, not yet stepped) in place into the rest and its
-    vision-tower parameters (``transformer.visual.*``), which get ``lr=vision_lr``; returns ``optimizer``."""
-    vision = {id(p) for name, p in model.named_parameters() if ".visual." in f".{name}"}
+    vision-tower parameters (ViT and resampler, as :func:`.prepare.part_of` names them), which get
+    ``lr=vision_lr``; returns ``optimizer``."""
+    vision = {id(p) for name, p in model.named_parameters() if part_of(name) != "llm"}
     groups = []
     for group in optimizer.param_groups:
         settings = {key: value for key, value in group.items() if key != "params"}
