@@ -447,6 +447,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Arguments:
         training.packing_tokens = training.per_device_train_batch_size * data.model_max_length
     if training.packing_tokens is not None and training.packing_tokens < 1:
         parser.error(f"--packing_tokens must be positive, got {training.packing_tokens}")
+    if training.vision_lr is not None and not training.vision_lr >= 0:
+        parser.error(f"--vision_lr must be 0 or more, got {training.vision_lr}")
     if args.model.tune != "qlora" and args.quant.quant != "auto":
         parser.error(f"--quant {args.quant.quant} needs --tune qlora")
     return args
