@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from ..format.render import TextEncoder
+from ..format.tokens import IM_START
 from .images import is_url
 from .options import RUN_ONLY, DataOptions
 from .result import META_FILE, ScanResult
@@ -65,7 +66,8 @@ TEMPORARY_DAYS = 1
 VERIFY_ORDER = ("none", "header", "full")  # weakest first
 KEY_FILE = "key.json"
 USED_FILE = "used"
-PROBE = "Hello, world! 你好 e\u0301 <|im_start|>user\n<img>a.png</img><ref>x</ref><box>(1,2),(3,4)</box> 12345\t\n"
+# A control-token string in text, markup, NFC and digits: how the tokenizer encodes each is part of the key.
+PROBE = f"Hello, world! 你好 e\u0301 {IM_START}user\n<img>a.png</img><ref>x</ref><box>(1,2),(3,4)</box> 12345\t\n"
 SCAN_MODULES = (
     "cache", "images", "items", "jsonstream", "options", "pipeline", "result", "scan", "sources", "stages",
 )  # fmt: skip
