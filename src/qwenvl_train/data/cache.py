@@ -67,7 +67,9 @@ VERIFY_ORDER = ("none", "header", "full")  # weakest first
 KEY_FILE = "key.json"
 USED_FILE = "used"
 # A control-token string in text, markup, NFC and digits: how the tokenizer encodes each is part of the key.
-PROBE = f"Hello, world! 你好 e\u0301 {IM_START}user\n<img>a.png</img><ref>x</ref><box>(1,2),(3,4)</box> 12345\t\n"
+PROBE = (
+    f"Hello, world! 你好 e\u0301 {IM_START}user\n<img>a.png</img><ref>x</ref><box>(1,2),(3,4)</box> 12345\t\n"
+)
 SCAN_MODULES = (
     "cache", "images", "items", "jsonstream", "options", "pipeline", "result", "scan", "sources", "stages",
 )  # fmt: skip
