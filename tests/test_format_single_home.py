@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,3 +121,39 @@ def test_docstrings_may_name_the_format(tmp_path: Path) -> None:
         '"""Labels are -100; a turn is <|im_start|>user ... <|im_end|>; <(/?)(img|ref)>."""\n'
     )
     assert offences(package) == []
+
+
+def test_the_format_package_imports_only_itself_and_the_errors() -> None:
+    """format/ is pure Python below every other part of the package: its own modules, errors, lazy, the stdlib."""
+    allowed_parents = {"errors", "lazy"}
+    heavy = {"torch", "numpy", "transformers", "PIL", "tiktoken", "qwenvl_train"}
+    found = []
+    for path in sorted(FORMAT.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.level == 2
+                and (node.module or "") not in allowed_parents
+            ):
+                found.append(f"{path.name}: from ..{node.module or ''} import ...")
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.split(".")[0] in heavy:
+                found.append(f"{path.name}: from {node.module} import ...")
+            elif isinstance(node, ast.Import):
+                found += [
+                    f"{path.name}: import {a.name}" for a in node.names if a.name.split(".")[0] in heavy
+                ]
+    assert found == []
+
+
+def test_importing_the_format_loads_nothing_heavy() -> None:
+    code = (
+        "import sys\n"
+        "from qwenvl_train.format import markup, render, rules, sample, tokens\n"
+        "import qwenvl_train.format as f\n"
+        "[getattr(f, name) for name in f.__all__]\n"
+        "prefixes = ('torch', 'numpy', 'transformers', 'PIL', 'tiktoken', 'qwenvl_train.data', 'qwenvl_train.model',\n"
+        "            'qwenvl_train.inference', 'qwenvl_train.training', 'qwenvl_train.tokenizer')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in prefixes or m.startswith(prefixes)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

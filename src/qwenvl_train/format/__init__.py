@@ -13,7 +13,8 @@
   the image span and the turn blocks.
 
 Pure Python: nothing here imports torch, numpy, transformers or Pillow, nor any other part of the package but
-:mod:`qwenvl_train.errors`. Public names are imported from their module on first access.
+:mod:`qwenvl_train.errors` (and :mod:`qwenvl_train.lazy`: the public names below are imported from their module
+on first access).
 """
 
 from __future__ import annotations

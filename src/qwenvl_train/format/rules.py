@@ -18,14 +18,14 @@ own messages.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 from .markup import ParsedValue, find_tag
 from .sample import DataProblem, Sample, Turn
 
 #: The label policies (see :mod:`.render`); ``reference`` also drops a leading turn not from the user.
 Policy = Literal["assistant", "reference"]
-POLICIES: tuple[str, ...] = ("assistant", "reference")
+POLICIES: tuple[str, ...] = get_args(Policy)
 SYSTEM_TURN = 0  # a system turn is only accepted as the first one
 
 

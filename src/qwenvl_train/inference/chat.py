@@ -19,12 +19,10 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..format import tokens as st
-
-if TYPE_CHECKING:  # imported lazily at run time: the model module imports this one
-    from ..format.render import Context, History
+from ..format.render import DEFAULT_MAX_WINDOW_SIZE, Context, History, make_context
 
 
 class _IdQueue:
@@ -57,7 +55,6 @@ class ChatMixin:
         kwargs: dict[str, Any],
     ) -> tuple[Context, Any, Any]:
         from ..data.images import resolve_image
-        from ..format.render import DEFAULT_MAX_WINDOW_SIZE, make_context
         from .generation import chat_generation_config, load_pixels
 
         max_window_size = kwargs.pop("max_window_size", None)
