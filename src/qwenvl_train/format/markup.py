@@ -84,6 +84,9 @@ _POINT_RE = re.compile(r"\( *([^,()]*?) *, *([^,()]*?) *\)")
 _INTEGER_RE = re.compile(r"-?[0-9]+")  # a minus sign is accepted here only to say "outside [0, 1000)"
 
 
+# The tag scanner --------------------------------------------------------------------------------------------
+
+
 class Tag(NamedTuple):
     """One markup tag found in a text: where it stands, which tag, opening or closing."""
 
@@ -102,6 +105,9 @@ def find_tag(text: str, pos: int = 0) -> Tag | None:
     """The first markup tag of ``text`` at or after ``pos`` (case-sensitive, exactly the four tags), or None."""
     m = _TAG_RE.search(text, pos)
     return None if m is None else Tag(m.start(), m.end(), m.group(2), m.group(1) == "/")
+
+
+# Segments: what the strict and prompt readings give ---------------------------------------------------------
 
 
 class Text(NamedTuple):
@@ -123,6 +129,9 @@ class Image(NamedTuple):
 
 
 Segment = Text | Special | Image
+
+
+# Strict reading (the module docstring's rules) --------------------------------------------------------------
 
 
 class MarkupError(UserError, ValueError):
@@ -290,7 +299,7 @@ def parse_value(value: str, *, ref_context: bool = False, allow_bare_boxes: bool
     return parsed
 
 
-# Prompt reading ----------------------------------------------------------------------------------------------
+# Prompt reading ---------------------------------------------------------------------------------------------
 
 
 class PromptError(UserError, ValueError):
@@ -327,7 +336,7 @@ def read_prompt(text: str) -> list[Segment]:
     return segments
 
 
-# Lenient reading ----------------------------------------------------------------------------------------------
+# Lenient reading --------------------------------------------------------------------------------------------
 #
 # Generated text is not data: a model may write a box with three numbers, never close a tag, or put the corners
 # the wrong way round. The rules:
