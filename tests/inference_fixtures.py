@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from qwenvl_train import special_tokens as st
+from qwenvl_train.format import tokens as st
 
 
 def write_image(

@@ -13,10 +13,11 @@ from PIL import Image
 
 from image_fixtures import header_only_png
 from qwenvl_train.data import ConversationDataset, DataOptions, DataValidationError, scan
-from qwenvl_train.data.chat import IGNORE_INDEX, Turn, render_conversation
 from qwenvl_train.data.check import check_data
 from qwenvl_train.data.scan import assemble, check_images, scan_sample
-from qwenvl_train.data.sources import RawSample, read_file
+from qwenvl_train.data.sources import read_file
+from qwenvl_train.format.render import IGNORE_INDEX, render_conversation
+from qwenvl_train.format.sample import Sample, Turn
 from qwenvl_train.tokenizer import QwenVLTokenizer
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo.json"
@@ -262,7 +263,7 @@ def test_truncation_option_is_what_training_does(tok, model_dir, tmp_path):
 
 
 def test_samples_in_a_file_without_turns_are_sample_errors_not_crashes(tok):
-    raw = RawSample("x", [Turn("user", "q", 0)], None, Path("d.json"), 3)
+    raw = Sample("x", [Turn("user", "q", 0)], None, Path("d.json"), 3)
     sample = scan_sample(raw, tok, DataOptions(), NQ)
     assert [str(e) for e in sample.errors] == ["d.json:3: sample 'x': no assistant turn: nothing to train on"]
     assert sample.input_ids is None

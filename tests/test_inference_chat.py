@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from inference_fixtures import write_image
-from qwenvl_train import special_tokens as st
+from qwenvl_train.format import tokens as st
 from qwenvl_train.inference.generation import GenerationSettingsError, chat_generation_config
 
 

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from inference_fixtures import write_image
+from qwenvl_train.format.markup import parse_groundings
 from qwenvl_train.inference import draw
-from qwenvl_train.inference.boxes import parse_groundings
 from qwenvl_train.inference.draw import PALETTE, draw_bbox_on_latest_picture, draw_groundings
 
 WHITE = (255, 255, 255)

@@ -11,7 +11,7 @@ import tiktoken
 from transformers import AutoTokenizer
 
 from qwenvl_train import QwenVLTokenizer
-from qwenvl_train import special_tokens as st
+from qwenvl_train.format import tokens as st
 
 PAT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 REFERENCE = Path(__file__).resolve().parent / "reference" / "qwen-vl-chat"

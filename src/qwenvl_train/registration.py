@@ -18,7 +18,7 @@ from types import ModuleType
 from .import_hooks import after_import
 
 #: Modules registration imports; while one of them is being initialized, registration must wait for it.
-_REGISTRATION_MODULES = ("qwenvl_train.model", "qwenvl_train.tokenizer", "qwenvl_train.special_tokens")
+_REGISTRATION_MODULES = ("qwenvl_train.model", "qwenvl_train.tokenizer", "qwenvl_train.format")
 _state = {"registered": False}
 
 

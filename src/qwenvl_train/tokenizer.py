@@ -21,7 +21,8 @@ from typing import Any, Literal
 import tiktoken
 from transformers import AddedToken, PreTrainedTokenizer
 
-from . import special_tokens as st
+from .format import markup
+from .format import tokens as st
 
 VOCAB_FILES_NAMES = {"vocab_file": "qwen.tiktoken"}
 
@@ -218,11 +219,9 @@ class QwenVLTokenizer(PreTrainedTokenizer):
         """Split text into ``{"text"|"image"|"ref"|"box"|"quad": value}`` items, as the original tokenizer did.
 
         Values are strings as written (a box is ``"(x1,y1),(x2,y2)"``); joining the items back with their tags
-        gives the text again. Malformed markup never raises (see ``qwenvl_train.inference.boxes``).
+        gives the text again. Malformed markup never raises (see ``qwenvl_train.format.markup``).
         """
-        from .inference.boxes import to_list_format
-
-        return to_list_format(text)
+        return markup.to_list_format(text)
 
     @staticmethod
     def draw_bbox_on_latest_picture(response: str, history: list[tuple[str, str]] | None = None) -> Any:

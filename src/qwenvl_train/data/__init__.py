@@ -1,10 +1,10 @@
 """Data pipeline: conversation files -> ChatML ids, labels and pixel values.
 
+The format itself (sample types, conversation rules, markup, ChatML ids and labels under the ``assistant`` or
+``reference`` policy) is :mod:`qwenvl_train.format`; this package reads files, scans them and feeds training.
+
 - :mod:`.jsonstream` reads JSON text piece by piece (values with their lines, never the whole file).
 - :mod:`.sources` reads JSON / JSON Lines records (structure, aliases, system turn, one-line errors).
-- :mod:`.rules` checks the shape and content of a conversation.
-- :mod:`.markup` parses ``<img>``, ``<ref>``, ``<box>``, ``<quad>`` with validation.
-- :mod:`.chat` renders ids and labels in one pass under the ``assistant`` or ``reference`` policy.
 - :mod:`.images` is the one image loader (local / http(s), original pixels).
 - :mod:`.options` defines the data options shared by ``train`` and ``check-data``.
 - :mod:`.scan` is the one scan both use: items, every error, the counts; its stages are in :mod:`.stages`,
@@ -20,32 +20,22 @@ from __future__ import annotations
 from ..lazy import keep_function_over_submodule, lazy_getattr
 
 __all__ = [
-    "IGNORE_INDEX",
-    "POLICIES",
     "ConversationDataset",
     "DataCollator",
-    "DataError",
     "DataOptions",
     "DataValidationError",
     "ImageError",
-    "MarkupError",
     "NoSamplesError",
-    "RawSample",
-    "RenderError",
-    "RenderedSample",
     "SampleLoadError",
     "ScanItems",
     "ScanResult",
     "ScanSummary",
     "TrainingDataError",
-    "Turn",
     "VisionSettings",
     "image_tensor",
     "length_grouped_sampler",
     "load_image",
-    "parse_value",
     "read_samples",
-    "render_conversation",
     "resolve_image",
     "scan",
     "to_rgb",
@@ -54,12 +44,6 @@ __all__ = [
 
 #: Where each public name lives; imported on first access, so importing the package stays cheap.
 _LAZY = {
-    "IGNORE_INDEX": ".chat",
-    "POLICIES": ".chat",
-    "RenderedSample": ".chat",
-    "RenderError": ".chat",
-    "Turn": ".chat",
-    "render_conversation": ".chat",
     "DataCollator": ".collator",
     "ConversationDataset": ".dataset",
     "SampleLoadError": ".dataset",
@@ -71,17 +55,13 @@ _LAZY = {
     "load_image": ".images",
     "resolve_image": ".images",
     "to_rgb": ".images",
-    "MarkupError": ".markup",
-    "parse_value": ".markup",
     "DataOptions": ".options",
     "NoSamplesError": ".scan",
     "ScanItems": ".scan",
     "ScanResult": ".scan",
     "ScanSummary": ".scan",
     "scan": ".scan",
-    "DataError": ".sources",
     "DataValidationError": ".sources",
-    "RawSample": ".sources",
     "TrainingDataError": ".sources",
     "read_samples": ".sources",
 }

@@ -47,7 +47,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .chat import TextEncoder
+from ..format.render import TextEncoder
+from ..format.tokens import IM_START
 from .images import is_url
 from .options import RUN_ONLY, DataOptions
 from .result import META_FILE, ScanResult
@@ -65,10 +66,12 @@ TEMPORARY_DAYS = 1
 VERIFY_ORDER = ("none", "header", "full")  # weakest first
 KEY_FILE = "key.json"
 USED_FILE = "used"
-PROBE = "Hello, world! 你好 e\u0301 <|im_start|>user\n<img>a.png</img><ref>x</ref><box>(1,2),(3,4)</box> 12345\t\n"
+# A control-token string in text, markup, NFC and digits: how the tokenizer encodes each is part of the key.
+PROBE = (
+    f"Hello, world! 你好 e\u0301 {IM_START}user\n<img>a.png</img><ref>x</ref><box>(1,2),(3,4)</box> 12345\t\n"
+)
 SCAN_MODULES = (
-    "cache", "chat", "images", "items", "jsonstream", "markup", "options", "pipeline", "result", "rules", "scan",
-    "sources", "stages",
+    "cache", "images", "items", "jsonstream", "options", "pipeline", "result", "scan", "sources", "stages",
 )  # fmt: skip
 
 Scanner = Callable[[Path, bool], ScanResult]  # (folder, sync) -> the result with its columns in folder
@@ -138,12 +141,14 @@ def _source_digest(path: str | None) -> str:
 @cache
 def code_fingerprint() -> str:
     """sha256 of the source of the scan's modules (a change to the code is a new key)."""
-    from .. import special_tokens
+    from .. import format as text_format
 
     digest = hashlib.sha256(str(FORMAT).encode())
     for name in SCAN_MODULES:
         digest.update(_source_digest(str(Path(__file__).with_name(f"{name}.py"))).encode())
-    digest.update(_source_digest(inspect.getsourcefile(special_tokens)).encode())
+    # The format's modules (tokens, markup, rules, rendering) decide what a scan finds as much as the scan's own.
+    for path in sorted(Path(text_format.__file__).parent.glob("*.py")):
+        digest.update(_source_digest(str(path)).encode())
     return digest.hexdigest()
 
 

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .. import special_tokens as st
-from .chat import IGNORE_INDEX, TextEncoder
+from ..format import tokens as st
+from ..format.render import IGNORE_INDEX, TextEncoder
 from .options import DataOptions, data_options_parser
 
 if TYPE_CHECKING:  # the scan imports numpy and torch: only when data is checked, not for --help

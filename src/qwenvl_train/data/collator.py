@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from .. import special_tokens as st
-from .chat import IGNORE_INDEX
+from ..format import tokens as st
+from ..format.render import IGNORE_INDEX
 
 
 @dataclass

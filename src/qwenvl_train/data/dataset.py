@@ -38,12 +38,12 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from ..format.render import TextEncoder
+from ..format.sample import DataProblem
 from ..model.configuration import VISUAL_DEFAULTS
-from .chat import TextEncoder
 from .images import ImageError, image_tensor
 from .options import DataOptions
 from .scan import ScanItems, ScanResult, ScanSummary, scan
-from .sources import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class ConversationDataset(Dataset):
                         )
                     )
                 except ImageError as exc:
-                    raise SampleLoadError(str(DataError(item.file, str(exc), item.id, turn))) from None
+                    raise SampleLoadError(str(DataProblem(item.file, str(exc), item.id, turn))) from None
             pixel_values = torch.stack(tensors)
         return {
             "input_ids": torch.from_numpy(item.input_ids.astype(np.int64)),

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, NamedTuple, overload
 
 import numpy as np
 
-from .chat import IGNORE_INDEX
+from ..format.render import IGNORE_INDEX
 
 ITEM_COLUMNS: dict[str, np.dtype] = {
     "input_ids": np.dtype("<i4"),

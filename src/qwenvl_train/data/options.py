@@ -14,11 +14,12 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from ..format.rules import Policy
+
 #: Image limits, defined here (not in :mod:`.images`, which imports torch) so that ``--help`` stays cheap.
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default limit (about 0.25 GiB of 24-bit pixels)
 DEFAULT_TIMEOUT = 10.0  # seconds, per network operation and for the whole download
 
-Policy = Literal["assistant", "reference"]
 Truncation = Literal["drop", "cut_turns"]
 OnError = Literal["raise", "skip"]
 VerifyImages = Literal["header", "full", "none"]

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-from .chat import TextEncoder
+from ..format.render import TextEncoder
 from .options import DataOptions
 from .result import ScanResult, result_columns
 from .sources import FileRecords, Record

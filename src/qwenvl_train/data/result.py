@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from ..format.sample import DataProblem
 from .items import ITEM_COLUMNS, Columns, ScanItems, open_columns
 from .options import DataOptions
-from .sources import DataError, DataValidationError, TrainingDataError
+from .sources import DataValidationError, TrainingDataError
 
 DUPLICATE_EXAMPLES = 5  # duplicate ids listed with their locations
 LONG_EXAMPLES = 5  # samples over the maximum length listed
@@ -54,7 +55,7 @@ class ScanSummary:
     ok: int = 0
     skipped: int = 0
     kept: int = 0
-    errors: list[DataError] = field(default_factory=list)
+    errors: list[DataProblem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     too_long: int = 0
     dropped_too_long: int = 0
@@ -136,7 +137,7 @@ class ScanSummary:
         return out
 
     @classmethod
-    def from_json(cls, values: dict[str, Any], errors: list[DataError]) -> ScanSummary:
+    def from_json(cls, values: dict[str, Any], errors: list[DataProblem]) -> ScanSummary:
         """The summary :meth:`to_json` wrote, with its errors."""
         return cls(**{**values, "control_strings": Counter(values["control_strings"]), "errors": errors})
 
@@ -217,7 +218,7 @@ class ScanResult:
         """
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
         with open(folder / ERRORS_FILE, encoding="utf-8") as fh:
-            errors = [DataError(**json.loads(line)) for line in fh]
+            errors = [DataProblem(**json.loads(line)) for line in fh]
         items = ScanItems.open(folder, meta["files"], meta["columns"])
         lengths = open_columns(folder, {"lengths": meta["lengths"]}, LENGTHS_COLUMN)["lengths"]
         summary = ScanSummary.from_json(meta["summary"], errors)

@@ -26,8 +26,8 @@ from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
+from ..format.render import TextEncoder
 from .cache import CacheKey, ScanCache, cache_root, scan_uncached
-from .chat import TextEncoder
 from .items import Item, ScanItems
 from .options import DataOptions
 from .pipeline import release_free_memory, resolve_workers, run_forked, runs_forked, scan_files

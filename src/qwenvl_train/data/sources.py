@@ -22,7 +22,7 @@ list element by element, so that neither the whole text nor all the decoded obje
 record is decoded where it is scanned (:func:`sample_from_record`), typically in a worker process.
 
 This module checks structure only (types, keys, role names); the order of the turns and their content are
-checked by :mod:`.rules`. Every problem becomes a :class:`DataError` naming the file, line/column where
+checked by :mod:`qwenvl_train.format.rules`. Every problem becomes a :class:`DataProblem` naming the file, line/column where
 known, sample id and turn index (0-based position in ``conversations``); reading never stops at the first
 bad sample, and a sample keeps its well-formed turns next to its errors so that later stages can report
 their problems too.
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 from ..errors import UserError
-from .chat import Turn
+from ..format.sample import ROLE_ALIASES, DataProblem, Sample, Turn
 from .jsonstream import (
     Cursor,
     JsonSyntaxError,
@@ -48,50 +48,7 @@ from .jsonstream import (
     iter_values,
 )
 
-ROLE_ALIASES: dict[str, str] = {
-    "user": "user",
-    "human": "user",
-    "assistant": "assistant",
-    "gpt": "assistant",
-    "system": "system",
-}
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
-
-
-@dataclass(frozen=True)
-class DataError:
-    """One problem in the data, printed as a single line.
-
-    Attributes:
-        file: the data file.
-        reason: what is wrong (one line).
-        sample_id: the sample's id (or ``#N``), None for file-level problems.
-        turn: 0-based index in ``conversations``, None when not about one turn.
-        line: 1-based line in the file, when known.
-        col: 1-based column, when known (bad JSON).
-        whole_file: the error cost the whole file (unreadable, or bad JSON in a ``.json`` list), not
-            one sample or one JSON Lines record.
-    """
-
-    file: str
-    reason: str
-    sample_id: str | None = None
-    turn: int | None = None
-    line: int | None = None
-    col: int | None = None
-    whole_file: bool = False
-
-    def __str__(self) -> str:
-        where = self.file
-        if self.line is not None:
-            where += f":{self.line}" + (f":{self.col}" if self.col is not None else "")
-        parts = [where]
-        if self.sample_id is not None:
-            parts.append(f"sample {self.sample_id!r}")
-        if self.turn is not None:
-            parts.append(f"turn {self.turn}")
-        reason = " ".join(self.reason.split("\n"))
-        return ": ".join(parts) + ": " + reason
 
 
 class TrainingDataError(UserError, ValueError):
@@ -101,7 +58,7 @@ class TrainingDataError(UserError, ValueError):
 class DataValidationError(TrainingDataError):
     """Raised when a dataset has errors and bad samples are not to be skipped."""
 
-    def __init__(self, errors: Sequence[DataError], shown: int = 20) -> None:
+    def __init__(self, errors: Sequence[DataProblem], shown: int = 20) -> None:
         self.errors = list(errors)
         lines = [str(e) for e in self.errors[:shown]]
         more = len(self.errors) - shown
@@ -114,34 +71,6 @@ class DataValidationError(TrainingDataError):
 
 
 @dataclass
-class RawSample:
-    """One record of a data file, before rendering.
-
-    Attributes:
-        id: the sample id (or ``#N``).
-        turns: the well-formed user/assistant turns (roles resolved), in order.
-        system: the sample's system prompt, or None for the default.
-        file: the file it came from (images are relative to its folder).
-        line: 1-based line where the sample starts.
-        errors: structural problems (bad JSON, wrong types, missing keys, unknown roles); a sample with
-            any cannot be trained, but its well-formed turns are still checked.
-        explicit_id: the id was written in the data (not the ``#N`` stand-in).
-    """
-
-    id: str
-    turns: list[Turn]
-    system: str | None
-    file: Path
-    line: int | None = None
-    errors: list[DataError] = field(default_factory=list)
-    explicit_id: bool = False
-
-    def error(self, reason: str, turn: int | None = None) -> DataError:
-        """A :class:`DataError` about this sample."""
-        return DataError(str(self.file), reason, self.id, turn, self.line)
-
-
-@dataclass
 class FileContents:
     """What reading one file gave.
 
@@ -151,8 +80,8 @@ class FileContents:
         notes: things worth saying that are not errors (a ``.jsonl`` file that holds a JSON list, ...).
     """
 
-    samples: list[RawSample] = field(default_factory=list)
-    errors: list[DataError] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    errors: list[DataProblem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -165,17 +94,17 @@ def _resolve_role(role: str) -> str | None:
     return ROLE_ALIASES.get(role) or ROLE_ALIASES.get(role.lower())
 
 
-def sample_from_object(obj: Any, file: Path, index: int, line: int | None) -> RawSample:
+def sample_from_object(obj: Any, file: Path, index: int, line: int | None) -> Sample:
     """Validate the structure of one decoded JSON object as a sample.
 
     Returns:
         The sample with every structural problem in ``errors`` (empty when well-formed).
     """
     default_id = f"#{index}"
-    sample = RawSample(default_id, [], None, file, line)
+    sample = Sample(default_id, [], None, file, line)
 
     def err(reason: str, turn: int | None = None) -> None:
-        sample.errors.append(DataError(str(file), reason, sample.id, turn, line))
+        sample.errors.append(DataProblem(str(file), reason, sample.id, turn, line))
 
     if not isinstance(obj, dict):
         err(f"sample is a {_type_name(obj)}, expected an object")
@@ -255,7 +184,7 @@ class FileRecords:
 
     def __init__(self, path: str | Path) -> None:
         self.file = Path(path)
-        self.errors: list[DataError] = []
+        self.errors: list[DataProblem] = []
         self.notes: list[str] = []
         self._open_files: list[BinaryIO] = []
         self._reading: TextStream | None = None  # the stream the records come from
@@ -266,7 +195,7 @@ class FileRecords:
         return self._reading.bytes_read if self._reading else 0
 
     def _whole_file(self, reason: str, line: int | None = None, col: int | None = None) -> None:
-        self.errors.append(DataError(str(self.file), reason, line=line, col=col, whole_file=True))
+        self.errors.append(DataProblem(str(self.file), reason, line=line, col=col, whole_file=True))
 
     def __iter__(self) -> Iterator[Record]:
         if not self.file.exists():
@@ -364,14 +293,14 @@ class FileRecords:
                 yield line, number
 
 
-def sample_from_record(record: Record, file: Path) -> RawSample:
+def sample_from_record(record: Record, file: Path) -> Sample:
     """Decode one record and validate its structure; a record that is not JSON (a JSON Lines line) is a sample
     with one error, its record lost."""
     try:
         obj = json.loads(record.text)
     except json.JSONDecodeError as exc:
-        error = DataError(str(file), f"bad JSON: {exc.msg}", line=record.line, col=exc.colno)
-        return RawSample(f"#{record.index}", [], None, file, record.line, [error])
+        error = DataProblem(str(file), f"bad JSON: {exc.msg}", line=record.line, col=exc.colno)
+        return Sample(f"#{record.index}", [], None, file, record.line, [error])
     return sample_from_object(obj, file, record.index, record.line)
 
 
@@ -385,7 +314,7 @@ def read_file(path: str | Path) -> FileContents:
     return FileContents(samples, [], records.notes)
 
 
-def read_samples(paths: str | Path | Iterable[str | Path]) -> tuple[list[RawSample], list[DataError]]:
+def read_samples(paths: str | Path | Iterable[str | Path]) -> tuple[list[Sample], list[DataProblem]]:
     """Read and concatenate the structurally valid samples of several files (in the order given).
 
     Args:
@@ -396,8 +325,8 @@ def read_samples(paths: str | Path | Iterable[str | Path]) -> tuple[list[RawSamp
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    samples: list[RawSample] = []
-    errors: list[DataError] = []
+    samples: list[Sample] = []
+    errors: list[DataProblem] = []
     for path in paths:
         contents = read_file(path)
         errors += contents.errors

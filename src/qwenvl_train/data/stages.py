@@ -28,13 +28,14 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from .chat import IGNORE_INDEX, TextEncoder, parse_turns, render_parsed
+from ..format.render import IGNORE_INDEX, TextEncoder, parse_turns, render_parsed
+from ..format.rules import check_parsed, check_shape, check_values
+from ..format.sample import DataProblem, Sample
 from .images import ImageError, check_image_header, load_image, resolve_image
 from .items import Columns, ItemsPart, ItemsWriter, PartBuilder, ScanItems
 from .options import DataOptions
 from .result import DUPLICATE_EXAMPLES, LONG_EXAMPLES, ScanResult, ScanSummary, result_columns
-from .rules import check_parsed, check_shape, check_values
-from .sources import DataError, RawSample, Record, sample_from_record
+from .sources import Record, sample_from_record
 
 VERDICT_MEMO = 1 << 16  # image verdicts a process remembers (then it starts over: a memo, not a record)
 
@@ -62,7 +63,7 @@ class SampleScan:
     explicit_id: bool
     file: str
     line: int | None
-    errors: list[DataError] = field(default_factory=list)
+    errors: list[DataProblem] = field(default_factory=list)
     image_refs: list[str] = field(default_factory=list)
     image_ref_turns: list[int] = field(default_factory=list)
     input_ids: np.ndarray | None = None
@@ -84,7 +85,7 @@ class SampleScan:
         return f"{self.file}:{self.line}" if self.line else self.file
 
 
-def scan_sample(raw: RawSample, tokenizer: TextEncoder, options: DataOptions, n_queries: int) -> SampleScan:
+def scan_sample(raw: Sample, tokenizer: TextEncoder, options: DataOptions, n_queries: int) -> SampleScan:
     """Stage 2: every rule, markup check and the rendering of one sample, collecting every problem."""
     out = SampleScan(raw.id, raw.explicit_id, str(raw.file), raw.line, errors=list(raw.errors))
     if raw.errors:
@@ -213,7 +214,7 @@ class ChunkScan:
             if reason is not None:
                 self.bad_images.add(ref)
                 summary.image_errors += 1
-                sample.errors.append(DataError(sample.file, reason, sample.id, turn, sample.line))
+                sample.errors.append(DataProblem(sample.file, reason, sample.id, turn, sample.line))
         summary.samples_read += 1
         if sample.errors:
             summary.skipped += 1
@@ -315,7 +316,7 @@ class Assembler:
         self.columns = columns
         self.writer = ItemsWriter(columns)
         self.total = ScanSummary()
-        self.file_errors: list[DataError] = []
+        self.file_errors: list[DataProblem] = []
         self.first_seen: dict[str, int] = {}  # explicit id -> where the first sample using it is (packed)
         self.image_refs: set[str] = set()
         self.bad_images: set[str] = set()
@@ -359,7 +360,7 @@ class Assembler:
         self.writer.add(chunk.items, state.file_index)
         self.columns.append("lengths", chunk.lengths)
 
-    def end_file(self, errors: Sequence[DataError], notes: Sequence[str]) -> None:
+    def end_file(self, errors: Sequence[DataProblem], notes: Sequence[str]) -> None:
         """End the current file: keep what it gave, or forget it all when it has whole-file ``errors``."""
         state, self.current = self.current, None
         assert state is not None
@@ -396,7 +397,7 @@ class Assembler:
 
 def assemble(
     files: Sequence[str],
-    file_errors: Sequence[DataError],
+    file_errors: Sequence[DataProblem],
     notes: Sequence[str],
     samples: Sequence[SampleScan],
     image_status: Mapping[str, str | None],

@@ -1,14 +1,13 @@
 """Using a (fine-tuned) Qwen-VL model: chat, boxes, drawing, evaluation.
 
-- :mod:`.prompt` builds the original chat prompt (``make_context``) as ids plus the images it names.
 - :mod:`.generation` runs left-padded batched generation and cuts the answer at the ChatML stop tokens.
 - :mod:`.chat` is ``model.chat`` / ``model.chat_stream`` (mixed into ``QwenVLForCausalLM``).
-- :mod:`.boxes` reads ``<ref>``/``<box>``/``<quad>`` from text without ever raising (``to_list_format``).
-- :mod:`.draw` draws them on the latest picture (``tokenizer.draw_bbox_on_latest_picture``).
+- :mod:`.draw` draws the boxes of an answer (read by :mod:`qwenvl_train.format.markup`'s lenient mode) on the latest picture (``tokenizer.draw_bbox_on_latest_picture``).
 - :mod:`.metrics` scores answers: box IoU (Acc@0.5, mean IoU) and exact match.
 - :mod:`.evaluate` evaluates a conversations file; :mod:`.loading` loads a model (and adapter) to use.
 - :mod:`.chat_cli` and :mod:`.eval_cli` are ``qwenvl-train chat`` and ``qwenvl-train eval`` (options they share:
   :mod:`.cli_common`).
 
-Nothing heavy is imported here, so the command modules stay cheap to import.
+The prompt (``make_context``) and the reading of boxes in what a model writes are the Qwen-VL format's:
+:mod:`qwenvl_train.format.render` and :mod:`qwenvl_train.format.markup`. Nothing heavy is imported here, so the command modules stay cheap to import.
 """

@@ -7,7 +7,7 @@
     response, history = model.chat(tokenizer, "Frame the dog", history=history)
     image = tokenizer.draw_bbox_on_latest_picture(response, history)
 
-The prompt is the original's (:mod:`.prompt`); images named in the query or kept history are loaded by the data
+The prompt is the original's (:func:`qwenvl_train.format.render.make_context`); images named in the query or kept history are loaded by the data
 pipeline's loader (relative paths against the current directory) and passed as ``pixel_values``. Generation
 settings come from ``generation_config`` (default: the model's generation_config.json), overridden by keyword
 arguments (``max_new_tokens=64``, ``do_sample=False``...); generation stops at ``<|im_end|>`` or
@@ -19,12 +19,10 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .. import special_tokens as st
-
-if TYPE_CHECKING:  # imported lazily at run time: the model module imports this one
-    from .prompt import Context, History
+from ..format import tokens as st
+from ..format.render import DEFAULT_MAX_WINDOW_SIZE, Context, History, make_context
 
 
 class _IdQueue:
@@ -58,7 +56,6 @@ class ChatMixin:
     ) -> tuple[Context, Any, Any]:
         from ..data.images import resolve_image
         from .generation import chat_generation_config, load_pixels
-        from .prompt import DEFAULT_MAX_WINDOW_SIZE, make_context
 
         max_window_size = kwargs.pop("max_window_size", None)
         config = chat_generation_config(self, generation_config, **kwargs)

@@ -69,8 +69,8 @@ def draw(tokenizer: Any, response: str, history: list[tuple[str, Any]], out: str
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, then answer the question or run the interactive loop."""
-    from .. import special_tokens as st
     from ..data.images import check_image_header, resolve_image
+    from ..format import tokens as st
     from .loading import load_for_inference
 
     for image in args.image:  # a missing picture fails before the weights are loaded

@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .boxes import Grounding, latest_image, parse_groundings
+from ..format.markup import Grounding, latest_image, parse_groundings
 
 if TYPE_CHECKING:
     from PIL import Image, ImageFont
@@ -117,7 +117,7 @@ def draw_groundings(image: Image.Image, groundings: Sequence[Grounding]) -> Imag
 def draw_bbox_on_latest_picture(
     response: str, history: Sequence[tuple[str, str | None]] | None = None
 ) -> Image.Image | None:
-    """The latest picture (see :func:`.boxes.latest_image`) with the response's boxes drawn on it, or None
+    """The latest picture (see :func:`qwenvl_train.format.markup.latest_image`) with the response's boxes drawn on it, or None
     when there is no picture or no well-formed box. A relative path is read from the current directory.
 
     Raises:

@@ -6,7 +6,7 @@
 
 A sample is the training format (read by the data pipeline's reader). Its turns must alternate user/assistant
 from a user turn and end with the assistant answer to score; everything before that answer is the prompt, built
-exactly as ``model.chat`` builds it (:mod:`.prompt`; the sample's system turn, else the default), with images
+exactly as ``model.chat`` builds it (:func:`qwenvl_train.format.render.make_context`; the sample's system turn, else the default), with images
 resolved against the data file's folder and loaded by the training loader. Prompts are generated in batches,
 left-padded (:mod:`.generation`), shortest first so that a batch holds similar lengths; results keep the file
 order. Scoring is :mod:`.metrics`.
@@ -22,13 +22,16 @@ from typing import Any, Literal
 
 import torch
 
-from .. import special_tokens as st
 from ..data.images import ImageError, check_image_header, resolve_image
-from ..data.sources import RawSample, read_samples
+from ..data.sources import read_samples
 from ..errors import UserError
+from ..format import rules
+from ..format import tokens as st
+from ..format.markup import PromptError
+from ..format.render import DEFAULT_MAX_WINDOW_SIZE, make_context
+from ..format.sample import Sample
 from .generation import decode_answer, generate, load_pixels
 from .metrics import IOU_THRESHOLD, AnswerScore, reference_groundings, score_answer
-from .prompt import DEFAULT_MAX_WINDOW_SIZE, PromptError, make_context
 
 OnError = Literal["raise", "skip"]
 
@@ -83,7 +86,7 @@ class EvalResult:
         }
 
 
-def eval_sample(raw: RawSample) -> EvalSample:
+def eval_sample(raw: Sample) -> EvalSample:
     """Split a sample into prompt and reference answer.
 
     Raises:
@@ -91,13 +94,14 @@ def eval_sample(raw: RawSample) -> EvalSample:
             assistant answer, or the answer holds a malformed box.
     """
     turns = raw.turns
-    for position, turn in enumerate(turns):
-        expected = ("user", "assistant")[position % 2]
-        if turn.role != expected:
-            reason = f"{'a user' if expected == 'user' else 'an assistant'} turn was expected here"
-            raise EvalDataError(str(raw.error(f"{reason} (turns must alternate user/assistant)", turn.index)))
+    misplaced = rules.first_misplaced(turns)
+    if misplaced is not None:
+        position, turn = misplaced
+        expected = "a user" if rules.expected_role(position) == "user" else "an assistant"
+        reason = f"{expected} turn was expected here (turns must alternate user/assistant)"
+        raise EvalDataError(str(raw.error(reason, turn.index)))
     last = turns[-1]
-    if last.role != "assistant":
+    if not rules.ends_with_assistant(turns):
         raise EvalDataError(str(raw.error("the last turn must be the assistant answer to score", last.index)))
     try:
         reference_groundings(last.value)

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from .. import special_tokens as st
 from ..errors import UserError
+from ..format import tokens as st
 
 #: Generation ends at the first of these; the answer is what comes before it.
 STOP_IDS: tuple[int, ...] = (st.IM_END_ID, st.IM_START_ID, st.ENDOFTEXT_ID)

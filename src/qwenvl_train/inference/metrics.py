@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .boxes import Grounding, parse_groundings
+from ..format.markup import Grounding, parse_groundings
 
 IOU_THRESHOLD = 0.5
 _TRAILING_PUNCTUATION = ".。!！?？"

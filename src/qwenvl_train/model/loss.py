@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = -100
+from ..format.render import IGNORE_INDEX
+
 #: Labelled tokens per chunk: 1024 x 151,936 fp32 logits are about 0.6 GB.
 DEFAULT_CHUNK_SIZE = 1024
 

@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from inference_fixtures import write_image
 from qwenvl_train.data.images import image_tensor
-from qwenvl_train.inference.prompt import PromptError, encode_markup, make_context
+from qwenvl_train.format.markup import PromptError
+from qwenvl_train.format.render import encode_markup, make_context
 
 # The spec's ids.
 IM_START, IM_END, NL = 151644, 151645, [198]

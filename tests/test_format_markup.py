@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qwenvl_train.data.markup import Image, MarkupError, Special, Text, parse_value
+from qwenvl_train.format.markup import Image, MarkupError, Special, Text, parse_value
 
 REF, REF_END, BOX, BOX_END, QUAD, QUAD_END = 151851, 151852, 151853, 151854, 151855, 151856
 

@@ -14,7 +14,8 @@ import unicodedata
 import pytest
 import tiktoken
 
-from qwenvl_train.data.chat import IGNORE_INDEX, RenderError, Turn, render_conversation
+from qwenvl_train.format.render import IGNORE_INDEX, RenderError, render_conversation
+from qwenvl_train.format.sample import Turn
 from qwenvl_train.tokenizer import QwenVLTokenizer
 
 PAT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
