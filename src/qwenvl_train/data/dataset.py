@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import UserError
 from ..model.configuration import VISUAL_DEFAULTS
 from .chat import TextEncoder
-from .images import ImageError, image_tensor
+from .errors import ImageError, SampleLoadError
+from .images import image_tensor
 from .options import DataOptions
 from .scan import ScanItems, ScanResult, ScanSummary, scan
 from .sources import DataError
@@ -80,23 +80,6 @@ def vision_settings(model: str | os.PathLike[str] | Mapping[str, Any] | Any) -> 
         int(visual.get("n_queries", DEFAULT_N_QUERIES)),
         int(visual.get("image_size", DEFAULT_IMAGE_SIZE)),
     )
-
-
-class SampleLoadError(UserError, RuntimeError):
-    """An image failed to load in ``__getitem__`` under ``on_error="raise"`` (the message names file, sample,
-    turn and image). Raised again by the DataLoader when it happened in a worker: :attr:`line` recovers the
-    one line from the traceback text the DataLoader wraps around it. Only the rank that loaded the image knows of
-    it, so every rank prints its own."""
-
-    every_rank = True
-
-    @property
-    def line(self) -> str:
-        """The one-line message, also when the DataLoader re-raised this from a worker process."""
-        text = str(self).strip()
-        prefix = f"{type(self).__module__}.{type(self).__qualname__}: "
-        last = text.splitlines()[-1] if text else text
-        return last[len(prefix) :] if last.startswith(prefix) else last
 
 
 class ConversationDataset(Dataset):

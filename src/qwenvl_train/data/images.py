@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import UserError
 from ..model.image_processing import preprocess_image
+from .errors import ImageError
 from .options import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT
 
 DEFAULT_MAX_DOWNLOAD_BYTES = 64 << 20
@@ -42,18 +42,6 @@ URL_SCHEMES = ("http://", "https://")
 URL_ATTEMPTS = 3  # tries per URL, when the failure may be transient
 URL_BACKOFF = 0.5  # seconds before the second try; doubled before each further one
 _TRANSIENT_HTTP = {408, 429}
-
-
-class ImageError(UserError, ValueError):
-    """An image cannot be used; the message is one line.
-
-    Attributes:
-        transient: a network failure that may go away when tried again.
-    """
-
-    def __init__(self, message: str, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
 
 
 def is_url(ref: str) -> bool:

@@ -12,19 +12,16 @@ from typing import Any
 
 import numpy as np
 
+from .errors import DataValidationError, NoSamplesError
 from .items import ITEM_COLUMNS, Columns, ScanItems, open_columns
 from .options import DataOptions
-from .sources import DataError, DataValidationError, TrainingDataError
+from .sources import DataError
 
 DUPLICATE_EXAMPLES = 5  # duplicate ids listed with their locations
 LONG_EXAMPLES = 5  # samples over the maximum length listed
 META_FILE = "scan.json"
 ERRORS_FILE = "errors.jsonl"
 LENGTHS_COLUMN = {"lengths": np.dtype("<i8")}
-
-
-class NoSamplesError(TrainingDataError):
-    """Nothing is left to train on."""
 
 
 @dataclass

@@ -28,10 +28,11 @@ from pathlib import Path
 
 from .cache import CacheKey, ScanCache, cache_root, scan_uncached
 from .chat import TextEncoder
+from .errors import NoSamplesError
 from .items import Item, ScanItems
 from .options import DataOptions
 from .pipeline import release_free_memory, resolve_workers, run_forked, runs_forked, scan_files
-from .result import NoSamplesError, ScanResult, ScanSummary
+from .result import ScanResult, ScanSummary
 from .stages import SampleScan, assemble, check_image, check_images, scan_sample
 
 __all__ = [

@@ -31,12 +31,11 @@ their problems too.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
-from ..errors import UserError
 from .chat import Turn
 from .jsonstream import (
     Cursor,
@@ -92,25 +91,6 @@ class DataError:
             parts.append(f"turn {self.turn}")
         reason = " ".join(self.reason.split("\n"))
         return ": ".join(parts) + ": " + reason
-
-
-class TrainingDataError(UserError, ValueError):
-    """The data cannot be trained on; ``qwenvl-train train`` prints the message as lines and exits 1."""
-
-
-class DataValidationError(TrainingDataError):
-    """Raised when a dataset has errors and bad samples are not to be skipped."""
-
-    def __init__(self, errors: Sequence[DataError], shown: int = 20) -> None:
-        self.errors = list(errors)
-        lines = [str(e) for e in self.errors[:shown]]
-        more = len(self.errors) - shown
-        if more > 0:
-            lines.append(f"... and {more} more")
-        super().__init__(
-            f"{len(self.errors)} error(s) in the training data (run `qwenvl-train check-data` for the full "
-            "report, or skip bad samples explicitly with --on_error skip):\n  " + "\n  ".join(lines)
-        )
 
 
 @dataclass

@@ -29,7 +29,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .chat import IGNORE_INDEX, TextEncoder, parse_turns, render_parsed
-from .images import ImageError, check_image_header, load_image, resolve_image
+from .errors import ImageError
+from .images import check_image_header, load_image, resolve_image
 from .items import Columns, ItemsPart, ItemsWriter, PartBuilder, ScanItems
 from .options import DataOptions
 from .result import DUPLICATE_EXAMPLES, LONG_EXAMPLES, ScanResult, ScanSummary, result_columns

@@ -23,7 +23,8 @@ from typing import Any, Literal
 import torch
 
 from .. import special_tokens as st
-from ..data.images import ImageError, check_image_header, resolve_image
+from ..data.errors import ImageError
+from ..data.images import check_image_header, resolve_image
 from ..data.sources import RawSample, read_samples
 from ..errors import UserError
 from .generation import decode_answer, generate, load_pixels

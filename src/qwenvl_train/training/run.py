@@ -20,8 +20,8 @@ from transformers import PreTrainedTokenizerBase, set_seed
 
 from ..data.collator import DataCollator
 from ..data.dataset import ConversationDataset, VisionSettings, vision_settings
+from ..data.errors import TrainingDataError
 from ..data.scan import ScanResult, scan
-from ..data.sources import TrainingDataError
 from ..errors import finish, is_rank_zero, run_reporting
 from .arguments import Arguments, check_devices_only, parse_args, settings_line
 from .final_save import save_final
