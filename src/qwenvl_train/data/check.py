@@ -111,7 +111,7 @@ def check_data(
         The exit status: 0 when training would start, 1 when it would stop, 2 when the model directory is
         unusable.
     """
-    from .dataset import vision_settings
+    from ..model.visual_config import vision_settings
     from .scan import scan
 
     out = out or sys.stdout

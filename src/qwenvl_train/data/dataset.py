@@ -26,18 +26,16 @@ went away; truncated files too when only headers were checked):
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..model.configuration import VISUAL_DEFAULTS
+from ..model.visual_config import DEFAULT_IMAGE_SIZE, DEFAULT_N_QUERIES, vision_settings
 from .chat import TextEncoder
 from .errors import ImageError, SampleLoadError
 from .images import image_tensor
@@ -47,39 +45,7 @@ from .sources import DataError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_N_QUERIES: int = VISUAL_DEFAULTS["n_queries"]
-DEFAULT_IMAGE_SIZE: int = VISUAL_DEFAULTS["image_size"]
 MAX_REPLACEMENT_TRIES = 16  # following samples tried in place of one whose image failed
-
-
-class VisionSettings(NamedTuple):
-    """What the data pipeline needs from the model config."""
-
-    n_queries: int
-    image_size: int
-
-
-def vision_settings(model: str | os.PathLike[str] | Mapping[str, Any] | Any) -> VisionSettings:
-    """Read ``n_queries`` and ``image_size`` from a model directory, a config dict or a config object.
-
-    Reads ``config.visual["n_queries"]`` (default 256: the original config does not store it) and
-    ``config.visual["image_size"]`` (default 448). A directory is read from its ``config.json`` alone,
-    without importing the model classes.
-    """
-    if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        path = path / "config.json" if path.is_dir() else path
-        config: Any = json.loads(path.read_text(encoding="utf-8"))
-    else:
-        config = model
-    visual = config.get("visual") if isinstance(config, Mapping) else getattr(config, "visual", None)
-    visual = visual or {}
-    if not isinstance(visual, Mapping):
-        visual = vars(visual)
-    return VisionSettings(
-        int(visual.get("n_queries", DEFAULT_N_QUERIES)),
-        int(visual.get("image_size", DEFAULT_IMAGE_SIZE)),
-    )
 
 
 class ConversationDataset(Dataset):

@@ -29,13 +29,15 @@ import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..model.image_processing import preprocess_image
 from .errors import ImageError
 from .options import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT
+
+if TYPE_CHECKING:  # torch only where pixels become a tensor: checking images (check-data) needs neither
+    import torch
 
 DEFAULT_MAX_DOWNLOAD_BYTES = 64 << 20
 URL_SCHEMES = ("http://", "https://")
@@ -276,4 +278,6 @@ def image_tensor(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> torch.Tensor:
     """Load one image and turn it into the model's input ``[3, image_size, image_size]`` float32."""
+    from ..model.image_processing import preprocess_image
+
     return preprocess_image(load_image(ref, max_pixels=max_pixels, timeout=timeout), image_size)
