@@ -7,7 +7,7 @@ Usage (what the trainer does)::
     print(train.summary)                      # also logged: kept / dropped / cut / errors
     loader = DataLoader(train, batch_size=4, collate_fn=DataCollator(), num_workers=2)
 
-Everything about reading, checking, rendering and truncating happens in :func:`.scan.scan` (shared with
+Everything about reading, checking, rendering and truncating happens in :func:`.engine.scan` (shared with
 ``check-data``, cached, memory-mapped); this class applies the error policy to the scan's verdict, logs its
 one-line summary, and loads images. It holds the scan's columns through memory maps, so its resident memory does
 not grow with the dataset, and it pickles (to DataLoader workers started by spawn) as a reference to the
@@ -37,10 +37,10 @@ from torch.utils.data import Dataset
 
 from ..model.visual_config import DEFAULT_IMAGE_SIZE, DEFAULT_N_QUERIES, vision_settings
 from .chat import TextEncoder
+from .engine import ScanItems, ScanResult, ScanSummary, scan
 from .errors import ImageError, SampleLoadError
 from .images import image_tensor
 from .options import DataOptions
-from .scan import ScanItems, ScanResult, ScanSummary, scan
 from .sources import DataError
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class ConversationDataset(Dataset):
     """Map-style dataset over the kept items of a scan (see the module docstring).
 
     Args:
-        result: what :func:`.scan.scan` found; its ``options`` give the error policy and image limits.
+        result: what :func:`.engine.scan` found; its ``options`` give the error policy and image limits.
         image_size: side of the square model input (``vision_settings(model_dir).image_size``).
 
     Raises:

@@ -23,9 +23,10 @@ from typing import Any, Literal
 import torch
 
 from .. import special_tokens as st
+from ..data.engine.records import read_samples
 from ..data.errors import ImageError
 from ..data.images import check_image_header, resolve_image
-from ..data.sources import RawSample, read_samples
+from ..data.sources import RawSample
 from ..errors import UserError
 from .generation import decode_answer, generate, load_pixels
 from .metrics import IOU_THRESHOLD, AnswerScore, reference_groundings, score_answer

@@ -20,8 +20,8 @@ from transformers import PreTrainedTokenizerBase, set_seed
 
 from ..data.collator import DataCollator
 from ..data.dataset import ConversationDataset
+from ..data.engine import ScanResult, scan
 from ..data.errors import TrainingDataError
-from ..data.scan import ScanResult, scan
 from ..errors import finish, is_rank_zero, run_reporting
 from ..model.visual_config import VisionSettings, vision_settings
 from .arguments import Arguments, check_devices_only, parse_args, settings_line

@@ -2,7 +2,7 @@
 
 Where: ``--data_cache`` (``auto``: ``$QWENVL_TRAIN_SCAN_CACHE``, else ``scans/`` in the project's cache folder,
 ``~/.cache/qwenvl-train`` or ``$QWENVL_TRAIN_CACHE``; a folder; or ``off``). Each entry is a folder named by the
-key and the image check it was made with, holding the item columns (:mod:`.items`), the lengths before
+key and the image check it was made with, holding the item columns (:mod:`.columns`), the lengths before
 truncation, ``errors.jsonl`` and ``scan.json`` (counts, notes, examples, who scanned and when).
 
 The key covers everything the result depends on: each data file (the path as given and absolute; size,
@@ -31,6 +31,7 @@ import contextlib
 import datetime
 import errno
 import hashlib
+import importlib.util
 import inspect
 import json
 import logging
@@ -47,11 +48,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .chat import TextEncoder
-from .images import is_url
-from .options import RUN_ONLY, DataOptions
-from .result import META_FILE, ScanResult
-from .stages import check_image
+from ..chat import TextEncoder
+from ..images import is_url
+from ..options import RUN_ONLY, DataOptions
+from .columns import META_FILE, ScanResult
+from .samples import check_image
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +67,13 @@ VERIFY_ORDER = ("none", "header", "full")  # weakest first
 KEY_FILE = "key.json"
 USED_FILE = "used"
 PROBE = "Hello, world! 你好 e\u0301 <|im_start|>user\n<img>a.png</img><ref>x</ref><box>(1,2),(3,4)</box> 12345\t\n"
+#: The modules whose source the scan's result depends on (names under ``qwenvl_train``): the engine, the format
+#: it renders, the image checks and the options.
 SCAN_MODULES = (
-    "cache", "chat", "images", "items", "jsonstream", "markup", "options", "pipeline", "result", "rules", "scan",
-    "sources", "stages",
+    "data.engine", "data.engine.cache", "data.engine.chunks", "data.engine.columns", "data.engine.pipeline",
+    "data.engine.reader", "data.engine.records", "data.engine.samples",
+    "data.chat", "data.errors", "data.images", "data.markup", "data.options", "data.rules", "data.sources",
+    "special_tokens",
 )  # fmt: skip
 
 Scanner = Callable[[Path, bool], ScanResult]  # (folder, sync) -> the result with its columns in folder
@@ -79,7 +84,7 @@ def cache_root(setting: str) -> Path | None:
     if setting.lower() in ("off", "none", "false", "no", ""):
         return None
     if setting == "auto":
-        from ..vocab import cache_dir
+        from ...vocab import cache_dir
 
         return Path(os.environ.get(ENV) or cache_dir() / "scans")
     return Path(setting).expanduser()
@@ -138,12 +143,10 @@ def _source_digest(path: str | None) -> str:
 @cache
 def code_fingerprint() -> str:
     """sha256 of the source of the scan's modules (a change to the code is a new key)."""
-    from .. import special_tokens
-
     digest = hashlib.sha256(str(FORMAT).encode())
     for name in SCAN_MODULES:
-        digest.update(_source_digest(str(Path(__file__).with_name(f"{name}.py"))).encode())
-    digest.update(_source_digest(inspect.getsourcefile(special_tokens)).encode())
+        spec = importlib.util.find_spec(f"qwenvl_train.{name}")
+        digest.update(_source_digest(spec.origin if spec else None).encode())
     return digest.hexdigest()
 
 
