@@ -48,6 +48,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from ... import special_tokens as st
 from ..chat import TextEncoder
 from ..images import is_url
 from ..options import RUN_ONLY, DataOptions
@@ -66,7 +67,7 @@ TEMPORARY_DAYS = 1
 VERIFY_ORDER = ("none", "header", "full")  # weakest first
 KEY_FILE = "key.json"
 USED_FILE = "used"
-PROBE = "Hello, world! 你好 e\u0301 <|im_start|>user\n<img>a.png</img><ref>x</ref><box>(1,2),(3,4)</box> 12345\t\n"
+PROBE = f"Hello, world! 你好 e\u0301 {st.IM_START}user\n<img>a.png</img><ref>x</ref><box>(1,2),(3,4)</box> 12345\t\n"
 #: The modules whose source the scan's result depends on (names under ``qwenvl_train``): the engine, the format
 #: it renders, the image checks and the options.
 SCAN_MODULES = (
@@ -146,7 +147,9 @@ def code_fingerprint() -> str:
     digest = hashlib.sha256(str(FORMAT).encode())
     for name in SCAN_MODULES:
         spec = importlib.util.find_spec(f"qwenvl_train.{name}")
-        digest.update(_source_digest(spec.origin if spec else None).encode())
+        if spec is None or spec.origin is None:  # a module moved: its code would silently stop counting
+            raise RuntimeError(f"SCAN_MODULES names qwenvl_train.{name}, which does not exist")
+        digest.update(_source_digest(spec.origin).encode())
     return digest.hexdigest()
 
 
