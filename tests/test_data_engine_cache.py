@@ -23,6 +23,7 @@ import qwenvl_train.data.engine as engine
 import qwenvl_train.data.engine.pipeline as pipeline
 from qwenvl_train.data import DataOptions, scan
 from qwenvl_train.data.check import check_data
+from qwenvl_train.data.engine.cache import SCAN_MODULES, code_fingerprint
 from qwenvl_train.data.engine.columns import META_FILE
 from qwenvl_train.tokenizer import QwenVLTokenizer
 from scan_fixtures import read_file
@@ -243,6 +244,17 @@ def test_a_changed_input_or_setting_scans_again(change, tok, vocab_file, tmp_pat
         assert len(after.items) == 2
     assert scan(data, tok, opts, **kwargs).provenance.split(" read the scan from ")[1]  # cached in turn
     assert scans.count == 2
+
+
+def test_the_code_fingerprint_covers_every_engine_module():
+    """A change to any module of the engine is a new key: each one is listed in SCAN_MODULES, and every name
+    listed is a module that exists (code_fingerprint raises otherwise)."""
+    folder = Path(engine.__file__).parent
+    modules = {
+        "data.engine" if p.stem == "__init__" else f"data.engine.{p.stem}" for p in folder.glob("*.py")
+    }
+    assert modules <= set(SCAN_MODULES)
+    assert len(code_fingerprint()) == 64
 
 
 def test_the_image_check_level(tok, tmp_path, monkeypatch):
