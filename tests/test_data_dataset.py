@@ -28,7 +28,8 @@ from qwenvl_train.data import (
     length_grouped_sampler,
     vision_settings,
 )
-from qwenvl_train.data.images import ImageError, image_tensor, load_image, open_image, to_rgb
+from qwenvl_train.data.errors import ImageError
+from qwenvl_train.data.images import image_tensor, load_image, open_image, to_rgb
 from qwenvl_train.tokenizer import QwenVLTokenizer
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo.json"

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from inference_fixtures import last_question, patch_generate, scripted_generate, write_image
 from qwenvl_train.cli import main
-from qwenvl_train.data.sources import read_samples
+from qwenvl_train.data.engine.records import read_samples
 from qwenvl_train.inference.evaluate import EvalDataError, eval_sample, generate_answers, read_eval_samples
 from qwenvl_train.inference.generation import chat_generation_config, left_pad, load_pixels
 

@@ -1,6 +1,6 @@
 """Build training's datasets under torchrun and print a digest of the items each rank got.
 
-Used by tests/test_data_cache.py as ``torchrun ... tests/train_scan_worker.py [train options]``: each rank runs
+Used by tests/test_data_engine_cache.py as ``torchrun ... tests/train_scan_worker.py [train options]``: each rank runs
 ``build_datasets`` (the scan, or the cache) exactly as ``train()`` does, then prints
 ``ITEMS {"rank": r, "samples": n, "digest": sha256 of every item's id, ids, labels and images}``.
 """

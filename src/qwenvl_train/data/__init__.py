@@ -1,23 +1,30 @@
-"""Data pipeline: conversation files -> ChatML ids, labels and pixel values.
+"""Data: conversation files -> ChatML ids, labels and pixel values.
 
 The format itself (sample types, conversation rules, markup, ChatML ids and labels under the ``assistant`` or
 ``reference`` policy) is :mod:`qwenvl_train.format`; this package reads files, scans them and feeds training.
 
-- :mod:`.jsonstream` reads JSON text piece by piece (values with their lines, never the whole file).
-- :mod:`.sources` reads JSON / JSON Lines records (structure, aliases, system turn, one-line errors).
+- :mod:`.engine` is the scan engine, the one reading of data files that ``train`` and ``check-data`` share: items,
+  every error, the counts, done once and cached (``data.scan``, the function, is :func:`.engine.scan`). Inside:
+  :mod:`.engine.reader` (JSON text piece by piece), :mod:`.engine.records` (files -> records -> samples, structure
+  checked), :mod:`.engine.samples` (one sample: rules, markup, ids and labels, truncation; image checks),
+  :mod:`.engine.chunks` and :mod:`.engine.pipeline` (chunks of records scanned by worker processes, merged in input
+  order), :mod:`.engine.columns` (the kept samples as memory-mapped columns, with the counts and errors) and
+  :mod:`.engine.cache` (the scan cache).
 - :mod:`.images` is the one image loader (local / http(s), original pixels).
 - :mod:`.options` defines the data options shared by ``train`` and ``check-data``.
-- :mod:`.scan` is the one scan both use: items, every error, the counts; its stages are in :mod:`.stages`,
-  run over files by worker processes in :mod:`.pipeline`, kept as memory-mapped columns (:mod:`.items`,
-  :mod:`.result`) in the scan cache (:mod:`.cache`).
+- :mod:`.errors` holds the data layer's exceptions (``TrainingDataError``, ``DataValidationError``,
+  ``NoSamplesError``, ``SampleLoadError``, ``ImageError``).
 - :mod:`.dataset` is the training dataset over a scan's items (images loaded per item).
 - :mod:`.collator` pads batches and stacks images.
 - :mod:`.check` is ``qwenvl-train check-data``: the scan plus a printer.
+
+What the data needs from a model config (``n_queries``, ``image_size``) is read by
+:func:`qwenvl_train.model.visual_config.vision_settings`, exported here too.
 """
 
 from __future__ import annotations
 
-from ..lazy import keep_function_over_submodule, lazy_getattr
+from ..lazy import lazy_getattr
 
 __all__ = [
     "ConversationDataset",
@@ -46,28 +53,25 @@ __all__ = [
 _LAZY = {
     "DataCollator": ".collator",
     "ConversationDataset": ".dataset",
-    "SampleLoadError": ".dataset",
-    "VisionSettings": ".dataset",
     "length_grouped_sampler": ".dataset",
-    "vision_settings": ".dataset",
-    "ImageError": ".images",
+    "scan": ".engine",
+    "ScanItems": ".engine",
+    "ScanResult": ".engine",
+    "ScanSummary": ".engine",
+    "read_samples": ".engine.records",
+    "DataValidationError": ".errors",
+    "ImageError": ".errors",
+    "NoSamplesError": ".errors",
+    "SampleLoadError": ".errors",
+    "TrainingDataError": ".errors",
     "image_tensor": ".images",
     "load_image": ".images",
     "resolve_image": ".images",
     "to_rgb": ".images",
     "DataOptions": ".options",
-    "NoSamplesError": ".scan",
-    "ScanItems": ".scan",
-    "ScanResult": ".scan",
-    "ScanSummary": ".scan",
-    "scan": ".scan",
-    "DataValidationError": ".sources",
-    "TrainingDataError": ".sources",
-    "read_samples": ".sources",
+    "vision_settings": "..model.visual_config",
+    "VisionSettings": "..model.visual_config",
 }
 
 
 __getattr__ = lazy_getattr(__name__, _LAZY)
-
-
-keep_function_over_submodule(__name__, "scan")

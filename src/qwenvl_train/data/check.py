@@ -2,7 +2,7 @@
 
     qwenvl-train check-data data/demo.json --model ./tiny-model --model_max_length 2048 --show 2 --dump ids.jsonl
 
-Runs :func:`.scan.scan`, exactly what training runs, with the same data options under the same names
+Runs :func:`.engine.scan`, exactly what training runs, with the same data options under the same names
 (``--model_max_length``, ``--truncation``, ``--label_policy``, ``--on_error``, ...), and reports samples, turns,
 images, token-length percentiles (image spans counted), samples over the maximum length and what truncation
 does to them, literal control tokens (kept as text), duplicate ids, notes, and every error as one line naming
@@ -25,10 +25,10 @@ from ..format import tokens as st
 from ..format.render import IGNORE_INDEX, TextEncoder
 from .options import DataOptions, data_options_parser
 
-if TYPE_CHECKING:  # the scan imports numpy and torch: only when data is checked, not for --help
+if TYPE_CHECKING:  # the scan imports numpy: only when data is checked, not for --help
     import numpy as np
 
-    from .scan import ScanResult
+    from .engine import ScanResult
 
 PERCENTILES = (50, 90, 95, 99)
 CHECK_DEFAULTS = {"verify_images": "full"}  # check-data decodes every image; training checks headers
@@ -111,8 +111,8 @@ def check_data(
         The exit status: 0 when training would start, 1 when it would stop, 2 when the model directory is
         unusable.
     """
-    from .dataset import vision_settings
-    from .scan import scan
+    from ..model.visual_config import vision_settings
+    from .engine import scan
 
     out = out or sys.stdout
     model_dir = Path(model_dir)

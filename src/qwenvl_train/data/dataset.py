@@ -7,7 +7,7 @@ Usage (what the trainer does)::
     print(train.summary)                      # also logged: kept / dropped / cut / errors
     loader = DataLoader(train, batch_size=4, collate_fn=DataCollator(), num_workers=2)
 
-Everything about reading, checking, rendering and truncating happens in :func:`.scan.scan` (shared with
+Everything about reading, checking, rendering and truncating happens in :func:`.engine.scan` (shared with
 ``check-data``, cached, memory-mapped); this class applies the error policy to the scan's verdict, logs its
 one-line summary, and loads images. It holds the scan's columns through memory maps, so its resident memory does
 not grow with the dataset, and it pickles (to DataLoader workers started by spawn) as a reference to the
@@ -26,84 +26,33 @@ went away; truncated files too when only headers were checked):
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import UserError
 from ..format.render import TextEncoder
 from ..format.sample import DataProblem
-from ..model.configuration import VISUAL_DEFAULTS
-from .images import ImageError, image_tensor
+from ..model.visual_config import DEFAULT_IMAGE_SIZE, DEFAULT_N_QUERIES, vision_settings
+from .engine import ScanItems, ScanResult, ScanSummary, scan
+from .errors import ImageError, SampleLoadError
+from .images import image_tensor
 from .options import DataOptions
-from .scan import ScanItems, ScanResult, ScanSummary, scan
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_N_QUERIES: int = VISUAL_DEFAULTS["n_queries"]
-DEFAULT_IMAGE_SIZE: int = VISUAL_DEFAULTS["image_size"]
 MAX_REPLACEMENT_TRIES = 16  # following samples tried in place of one whose image failed
-
-
-class VisionSettings(NamedTuple):
-    """What the data pipeline needs from the model config."""
-
-    n_queries: int
-    image_size: int
-
-
-def vision_settings(model: str | os.PathLike[str] | Mapping[str, Any] | Any) -> VisionSettings:
-    """Read ``n_queries`` and ``image_size`` from a model directory, a config dict or a config object.
-
-    Reads ``config.visual["n_queries"]`` (default 256: the original config does not store it) and
-    ``config.visual["image_size"]`` (default 448). A directory is read from its ``config.json`` alone,
-    without importing the model classes.
-    """
-    if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        path = path / "config.json" if path.is_dir() else path
-        config: Any = json.loads(path.read_text(encoding="utf-8"))
-    else:
-        config = model
-    visual = config.get("visual") if isinstance(config, Mapping) else getattr(config, "visual", None)
-    visual = visual or {}
-    if not isinstance(visual, Mapping):
-        visual = vars(visual)
-    return VisionSettings(
-        int(visual.get("n_queries", DEFAULT_N_QUERIES)),
-        int(visual.get("image_size", DEFAULT_IMAGE_SIZE)),
-    )
-
-
-class SampleLoadError(UserError, RuntimeError):
-    """An image failed to load in ``__getitem__`` under ``on_error="raise"`` (the message names file, sample,
-    turn and image). Raised again by the DataLoader when it happened in a worker: :attr:`line` recovers the
-    one line from the traceback text the DataLoader wraps around it. Only the rank that loaded the image knows of
-    it, so every rank prints its own."""
-
-    every_rank = True
-
-    @property
-    def line(self) -> str:
-        """The one-line message, also when the DataLoader re-raised this from a worker process."""
-        text = str(self).strip()
-        prefix = f"{type(self).__module__}.{type(self).__qualname__}: "
-        last = text.splitlines()[-1] if text else text
-        return last[len(prefix) :] if last.startswith(prefix) else last
 
 
 class ConversationDataset(Dataset):
     """Map-style dataset over the kept items of a scan (see the module docstring).
 
     Args:
-        result: what :func:`.scan.scan` found; its ``options`` give the error policy and image limits.
+        result: what :func:`.engine.scan` found; its ``options`` give the error policy and image limits.
         image_size: side of the square model input (``vision_settings(model_dir).image_size``).
 
     Raises:

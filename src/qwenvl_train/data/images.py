@@ -29,31 +29,21 @@ import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import UserError
-from ..model.image_processing import preprocess_image
+from .errors import ImageError
 from .options import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT
+
+if TYPE_CHECKING:  # torch only where pixels become a tensor: checking images (check-data) needs neither
+    import torch
 
 DEFAULT_MAX_DOWNLOAD_BYTES = 64 << 20
 URL_SCHEMES = ("http://", "https://")
 URL_ATTEMPTS = 3  # tries per URL, when the failure may be transient
 URL_BACKOFF = 0.5  # seconds before the second try; doubled before each further one
 _TRANSIENT_HTTP = {408, 429}
-
-
-class ImageError(UserError, ValueError):
-    """An image cannot be used; the message is one line.
-
-    Attributes:
-        transient: a network failure that may go away when tried again.
-    """
-
-    def __init__(self, message: str, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
 
 
 def is_url(ref: str) -> bool:
@@ -288,4 +278,6 @@ def image_tensor(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> torch.Tensor:
     """Load one image and turn it into the model's input ``[3, image_size, image_size]`` float32."""
+    from ..model.image_processing import preprocess_image
+
     return preprocess_image(load_image(ref, max_pixels=max_pixels, timeout=timeout), image_size)

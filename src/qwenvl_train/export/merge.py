@@ -228,7 +228,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Handler for parsed ``merge`` arguments; returns the exit status (1 with one error line)."""
-    from ..data.sources import DataValidationError
+    from ..data.errors import DataValidationError
 
     try:
         merge(

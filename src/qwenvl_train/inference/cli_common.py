@@ -70,7 +70,7 @@ def generation_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def known_errors() -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix: printed as one line, exit status 1 (imported only when needed)."""
-    from ..data.images import ImageError
+    from ..data.errors import ImageError
     from ..format.markup import PromptError
     from .evaluate import EvalDataError
     from .generation import GenerationSettingsError

@@ -121,7 +121,7 @@ def draw_bbox_on_latest_picture(
     when there is no picture or no well-formed box. A relative path is read from the current directory.
 
     Raises:
-        qwenvl_train.data.images.ImageError: the picture cannot be read.
+        qwenvl_train.data.errors.ImageError: the picture cannot be read.
     """
     from ..data.images import load_image, resolve_image
 

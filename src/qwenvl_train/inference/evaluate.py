@@ -22,8 +22,9 @@ from typing import Any, Literal
 
 import torch
 
-from ..data.images import ImageError, check_image_header, resolve_image
-from ..data.sources import read_samples
+from ..data.engine.records import read_samples
+from ..data.errors import ImageError
+from ..data.images import check_image_header, resolve_image
 from ..errors import UserError
 from ..format import rules
 from ..format import tokens as st

@@ -14,19 +14,7 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-#: Defaults of the ``visual`` sub-dict: the ViT-bigG tower of the released checkpoints. ``n_queries`` is not in
-#: the released config.json (the remote code hard-codes 256); a tiny test config may set it.
-VISUAL_DEFAULTS: dict[str, Any] = {
-    "heads": 16,
-    "image_size": 448,
-    "image_start_id": 151857,
-    "layers": 48,
-    "mlp_ratio": 4.9231,
-    "output_dim": 4096,
-    "patch_size": 14,
-    "width": 1664,
-    "n_queries": 256,
-}
+from .visual_config import VISUAL_DEFAULTS
 
 
 @strict

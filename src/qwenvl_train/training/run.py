@@ -19,10 +19,11 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase, set_seed
 
 from ..data.collator import DataCollator
-from ..data.dataset import ConversationDataset, VisionSettings, vision_settings
-from ..data.scan import ScanResult, scan
-from ..data.sources import TrainingDataError
+from ..data.dataset import ConversationDataset
+from ..data.engine import ScanResult, scan
+from ..data.errors import TrainingDataError
 from ..errors import finish, is_rank_zero, run_reporting
+from ..model.visual_config import VisionSettings, vision_settings
 from .arguments import Arguments, check_devices_only, parse_args, settings_line
 from .final_save import save_final
 from .generation_eval import attach_generation_eval

@@ -2,7 +2,7 @@
 
 Where: ``--data_cache`` (``auto``: ``$QWENVL_TRAIN_SCAN_CACHE``, else ``scans/`` in the project's cache folder,
 ``~/.cache/qwenvl-train`` or ``$QWENVL_TRAIN_CACHE``; a folder; or ``off``). Each entry is a folder named by the
-key and the image check it was made with, holding the item columns (:mod:`.items`), the lengths before
+key and the image check it was made with, holding the item columns (:mod:`.columns`), the lengths before
 truncation, ``errors.jsonl`` and ``scan.json`` (counts, notes, examples, who scanned and when).
 
 The key covers everything the result depends on: each data file (the path as given and absolute; size,
@@ -31,6 +31,7 @@ import contextlib
 import datetime
 import errno
 import hashlib
+import importlib.util
 import inspect
 import json
 import logging
@@ -47,12 +48,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ..format.render import TextEncoder
-from ..format.tokens import IM_START
-from .images import is_url
-from .options import RUN_ONLY, DataOptions
-from .result import META_FILE, ScanResult
-from .stages import check_image
+from ...format import tokens as st
+from ...format.render import TextEncoder
+from ..images import is_url
+from ..options import RUN_ONLY, DataOptions
+from .columns import META_FILE, ScanResult
+from .samples import check_image
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +67,14 @@ TEMPORARY_DAYS = 1
 VERIFY_ORDER = ("none", "header", "full")  # weakest first
 KEY_FILE = "key.json"
 USED_FILE = "used"
-# A control-token string in text, markup, NFC and digits: how the tokenizer encodes each is part of the key.
-PROBE = (
-    f"Hello, world! 你好 e\u0301 {IM_START}user\n<img>a.png</img><ref>x</ref><box>(1,2),(3,4)</box> 12345\t\n"
-)
+PROBE = f"Hello, world! 你好 e\u0301 {st.IM_START}user\n<img>a.png</img><ref>x</ref><box>(1,2),(3,4)</box> 12345\t\n"
+#: The modules whose source the scan's result depends on (names under ``qwenvl_train``): the engine, the format
+#: it renders, the image checks and the options.
 SCAN_MODULES = (
-    "cache", "images", "items", "jsonstream", "options", "pipeline", "result", "scan", "sources", "stages",
+    "data.engine", "data.engine.cache", "data.engine.chunks", "data.engine.columns", "data.engine.pipeline",
+    "data.engine.reader", "data.engine.records", "data.engine.samples",
+    "data.errors", "data.images", "data.options",
+    "format", "format.markup", "format.render", "format.rules", "format.sample", "format.tokens",
 )  # fmt: skip
 
 Scanner = Callable[[Path, bool], ScanResult]  # (folder, sync) -> the result with its columns in folder
@@ -82,7 +85,7 @@ def cache_root(setting: str) -> Path | None:
     if setting.lower() in ("off", "none", "false", "no", ""):
         return None
     if setting == "auto":
-        from ..vocab import cache_dir
+        from ...vocab import cache_dir
 
         return Path(os.environ.get(ENV) or cache_dir() / "scans")
     return Path(setting).expanduser()
@@ -141,14 +144,12 @@ def _source_digest(path: str | None) -> str:
 @cache
 def code_fingerprint() -> str:
     """sha256 of the source of the scan's modules (a change to the code is a new key)."""
-    from .. import format as text_format
-
     digest = hashlib.sha256(str(FORMAT).encode())
     for name in SCAN_MODULES:
-        digest.update(_source_digest(str(Path(__file__).with_name(f"{name}.py"))).encode())
-    # The format's modules (tokens, markup, rules, rendering) decide what a scan finds as much as the scan's own.
-    for path in sorted(Path(text_format.__file__).parent.glob("*.py")):
-        digest.update(_source_digest(str(path)).encode())
+        spec = importlib.util.find_spec(f"qwenvl_train.{name}")
+        if spec is None or spec.origin is None:  # a module moved: its code would silently stop counting
+            raise RuntimeError(f"SCAN_MODULES names qwenvl_train.{name}, which does not exist")
+        digest.update(_source_digest(spec.origin).encode())
     return digest.hexdigest()
 
 

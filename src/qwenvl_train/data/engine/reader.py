@@ -10,7 +10,7 @@
 
 Bad JSON raises :class:`JsonSyntaxError` (reason, line, column); bytes that are not UTF-8 raise
 :class:`TextDecodeError` with their byte position. This module knows nothing of conversations (see
-:mod:`.sources`).
+:mod:`.records`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import importlib
 import io
 import json
 import os
@@ -20,17 +19,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import qwenvl_train.data.pipeline as pipeline
+import qwenvl_train.data.engine as engine
+import qwenvl_train.data.engine.pipeline as pipeline
 from qwenvl_train.data import DataOptions, scan
 from qwenvl_train.data.check import check_data
-from qwenvl_train.data.result import META_FILE
-from qwenvl_train.data.sources import read_file
+from qwenvl_train.data.engine.cache import SCAN_MODULES, code_fingerprint
+from qwenvl_train.data.engine.columns import META_FILE
 from qwenvl_train.tokenizer import QwenVLTokenizer
+from scan_fixtures import read_file
 from train_fixtures import cpu_args, cpu_env, free_port, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 NQ = 16
-scan_module = importlib.import_module("qwenvl_train.data.scan")  # the package's `scan` is the function
 
 
 @pytest.fixture(scope="module")
@@ -111,13 +111,13 @@ class Scans:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
-        original = scan_module.scan_files
+        original = engine.scan_files
 
         def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
             self.count += 1
             return original(*args, **kwargs)
 
-        monkeypatch.setattr(scan_module, "scan_files", counting)
+        monkeypatch.setattr(engine, "scan_files", counting)
 
 
 def test_the_same_items_errors_and_counts_with_or_without_cache_and_workers(tok, tmp_path, monkeypatch):
@@ -170,11 +170,11 @@ def test_a_failure_in_the_forked_scan_is_raised_in_the_caller(tok, tmp_path, mon
     def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise ValueError("something in the scan went wrong")
 
-    monkeypatch.setattr(scan_module, "scan_files", broken)
+    monkeypatch.setattr(engine, "scan_files", broken)
     with pytest.raises(ValueError, match="something in the scan went wrong"):
         scan(data, tok, DataOptions(data_cache=str(tmp_path / "cache")), n_queries=NQ)
     assert [p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()] == []  # nothing left behind
-    monkeypatch.setattr(scan_module, "scan_files", lambda *args, **kwargs: os._exit(9))
+    monkeypatch.setattr(engine, "scan_files", lambda *args, **kwargs: os._exit(9))
     with pytest.raises(RuntimeError, match=r"the scan process died \(exit code 9\)"):
         scan(data, tok, DataOptions(data_cache="off"), n_queries=NQ)
 
@@ -246,6 +246,17 @@ def test_a_changed_input_or_setting_scans_again(change, tok, vocab_file, tmp_pat
     assert scans.count == 2
 
 
+def test_the_code_fingerprint_covers_every_engine_module():
+    """A change to any module of the engine is a new key: each one is listed in SCAN_MODULES, and every name
+    listed is a module that exists (code_fingerprint raises otherwise)."""
+    folder = Path(engine.__file__).parent
+    modules = {
+        "data.engine" if p.stem == "__init__" else f"data.engine.{p.stem}" for p in folder.glob("*.py")
+    }
+    assert modules <= set(SCAN_MODULES)
+    assert len(code_fingerprint()) == 64
+
+
 def test_the_image_check_level(tok, tmp_path, monkeypatch):
     """A result made with a stronger check serves a weaker one when it found no image error; an image the scan
     found bad and that is fixed since makes the next run scan again."""
@@ -294,9 +305,9 @@ def test_a_killed_scan_leaves_no_entry(tok, tmp_path):
     cache = tmp_path / "cache"
     code = (
         "import sys, time\n"
-        "import qwenvl_train.data.pipeline as pipeline\n"
+        "import qwenvl_train.data.engine.pipeline as pipeline\n"
         "from qwenvl_train.data import DataOptions, scan\n"
-        "from qwenvl_train.data.stages import Assembler\n"
+        "from qwenvl_train.data.engine.chunks import Assembler\n"
         "from qwenvl_train.tokenizer import QwenVLTokenizer\n"
         "pipeline.CHUNK_RECORDS = 1\n"
         "add = Assembler.add\n"

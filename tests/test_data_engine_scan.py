@@ -14,11 +14,11 @@ from PIL import Image
 from image_fixtures import header_only_png
 from qwenvl_train.data import ConversationDataset, DataOptions, DataValidationError, scan
 from qwenvl_train.data.check import check_data
-from qwenvl_train.data.scan import assemble, check_images, scan_sample
-from qwenvl_train.data.sources import read_file
+from qwenvl_train.data.engine.samples import scan_sample
 from qwenvl_train.format.render import IGNORE_INDEX, render_conversation
 from qwenvl_train.format.sample import Sample, Turn
 from qwenvl_train.tokenizer import QwenVLTokenizer
+from scan_fixtures import assemble, check_images, read_file
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo.json"
 NQ = 16

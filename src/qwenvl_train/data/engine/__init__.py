@@ -1,21 +1,29 @@
-"""The one scan: data files -> the items training uses, every error, and the counts; done once and cached.
+"""The scan engine: data files -> the items training uses, every error, and the counts; done once and cached.
 
 Training (``ConversationDataset``) and ``qwenvl-train check-data`` both call :func:`scan`; neither reads data
 any other way, so check-data reports exactly what training will see. The scan is a pure function of the
-files, the tokenizer, the image span length (``n_queries``) and the :class:`DataOptions`:
+files, the tokenizer, the image span length (``n_queries``) and the :class:`~..options.DataOptions`.
 
-- :mod:`.stages`: the stages, each callable on its own: records (:mod:`.sources`), one sample
-  (:func:`scan_sample`), images (:func:`check_images`), counting and packing (:func:`assemble`).
-- :mod:`.pipeline`: the stages over files: read incrementally, chunks scanned by ``--preprocessing_num_workers``
-  processes, merged in input order (the same result whatever the number); a large scan runs in a forked process,
-  so that the process that trains keeps only the result.
-- :mod:`.items` / :mod:`.result`: the kept samples as memory-mapped columns (ids int32, a trained mask), and
-  the counts and errors beside them.
-- :mod:`.cache`: the result kept under a key of everything it depends on, read back by later runs, check-data
-  and every rank; one process scans while the others wait.
+One sample's way through the engine:
+
+1. :mod:`.reader`: the file's text, block by block; the sample's JSON value cut out as text with its line.
+2. :mod:`.records`: that text is a :class:`~.records.Record` (text, line, position in the file); the records of a
+   file are cut into chunks (:class:`~.chunks.ChunkJob`) and sent to a worker process (:mod:`.pipeline`).
+3. In the worker, :func:`~.records.sample_from_record` decodes the record and checks its structure: a
+   :class:`~qwenvl_train.format.sample.Sample` (turns with roles resolved, structural errors beside them).
+4. :func:`~.samples.scan_sample` applies every rule, parses the markup, renders ids and labels and truncates: a
+   :class:`~.samples.SampleScan` (every problem, or the ids and the trained mask as arrays);
+   :func:`~.samples.check_image` checks the images it names.
+5. :class:`~.chunks.ChunkScan` counts it and, when it is kept, packs it with the chunk's other kept samples
+   (:class:`~.columns.ItemsPart`), which travels back to this process.
+6. :class:`~.chunks.Assembler` merges the chunks in input order and appends the kept samples to memory-mapped
+   columns (:mod:`.columns`): the :class:`~.columns.ScanResult`, which :mod:`.cache` keeps under a key of
+   everything it depends on, for later runs, check-data and every rank (one process scans while the others wait).
+7. Training reads the sample back from the columns as an :class:`~.columns.Item` (``input_ids``, ``labels``,
+   images); ``data.dataset`` loads its images, the collator pads it into a batch.
 
 A sample with any error is never kept; whether errors stop training or are skipped is the caller's choice
-(``on_error``, applied by :meth:`ScanResult.raise_for_errors`).
+(``on_error``, applied by :meth:`~.columns.ScanResult.raise_for_errors`).
 """
 
 from __future__ import annotations
@@ -26,27 +34,13 @@ from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
-from ..format.render import TextEncoder
+from ...format.render import TextEncoder
+from ..options import DataOptions
 from .cache import CacheKey, ScanCache, cache_root, scan_uncached
-from .items import Item, ScanItems
-from .options import DataOptions
+from .columns import Item, ScanItems, ScanResult, ScanSummary
 from .pipeline import release_free_memory, resolve_workers, run_forked, runs_forked, scan_files
-from .result import NoSamplesError, ScanResult, ScanSummary
-from .stages import SampleScan, assemble, check_image, check_images, scan_sample
 
-__all__ = [
-    "Item",
-    "NoSamplesError",
-    "SampleScan",
-    "ScanItems",
-    "ScanResult",
-    "ScanSummary",
-    "assemble",
-    "check_image",
-    "check_images",
-    "scan",
-    "scan_sample",
-]
+__all__ = ["Item", "ScanItems", "ScanResult", "ScanSummary", "scan"]
 
 logger = logging.getLogger(__name__)
 

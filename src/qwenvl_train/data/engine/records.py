@@ -1,4 +1,5 @@
-"""Read conversation samples from JSON / JSON Lines files, with one-line errors instead of crashes.
+"""Data files -> records -> samples (:class:`~qwenvl_train.format.sample.Sample`): JSON / JSON Lines read with one-line errors
+instead of crashes.
 
 Accepted input (the original Qwen-VL format)::
 
@@ -17,12 +18,12 @@ Accepted input (the original Qwen-VL format)::
 - ``id`` is optional (string or integer); without it a sample is called ``#N``, its 0-based position
   in its file. Other keys are ignored.
 
-Files are read incrementally (:class:`FileRecords`, over :mod:`.jsonstream`): JSON Lines line by line, a JSON
+Files are read incrementally (:class:`FileRecords`, over :mod:`.reader`): JSON Lines line by line, a JSON
 list element by element, so that neither the whole text nor all the decoded objects are ever held at once; each
 record is decoded where it is scanned (:func:`sample_from_record`), typically in a worker process.
 
 This module checks structure only (types, keys, role names); the order of the turns and their content are
-checked by :mod:`qwenvl_train.format.rules`. Every problem becomes a :class:`DataProblem` naming the file, line/column where
+checked by :mod:`..rules`. Every problem becomes a :class:`DataProblem` naming the file, line/column where
 known, sample id and turn index (0-based position in ``conversations``); reading never stops at the first
 bad sample, and a sample keeps its well-formed turns next to its errors so that later stages can report
 their problems too.
@@ -31,14 +32,12 @@ their problems too.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
-from ..errors import UserError
-from ..format.sample import ROLE_ALIASES, DataProblem, Sample, Turn
-from .jsonstream import (
+from ...format.sample import ROLE_ALIASES, DataProblem, Sample, Turn
+from .reader import (
     Cursor,
     JsonSyntaxError,
     TextDecodeError,
@@ -49,40 +48,6 @@ from .jsonstream import (
 )
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
-
-
-class TrainingDataError(UserError, ValueError):
-    """The data cannot be trained on; ``qwenvl-train train`` prints the message as lines and exits 1."""
-
-
-class DataValidationError(TrainingDataError):
-    """Raised when a dataset has errors and bad samples are not to be skipped."""
-
-    def __init__(self, errors: Sequence[DataProblem], shown: int = 20) -> None:
-        self.errors = list(errors)
-        lines = [str(e) for e in self.errors[:shown]]
-        more = len(self.errors) - shown
-        if more > 0:
-            lines.append(f"... and {more} more")
-        super().__init__(
-            f"{len(self.errors)} error(s) in the training data (run `qwenvl-train check-data` for the full "
-            "report, or skip bad samples explicitly with --on_error skip):\n  " + "\n  ".join(lines)
-        )
-
-
-@dataclass
-class FileContents:
-    """What reading one file gave.
-
-    Attributes:
-        samples: one per record, structurally broken ones included (their ``errors`` say why).
-        errors: problems that cost the whole file (unreadable, not JSON, no samples).
-        notes: things worth saying that are not errors (a ``.jsonl`` file that holds a JSON list, ...).
-    """
-
-    samples: list[Sample] = field(default_factory=list)
-    errors: list[DataProblem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def _type_name(value: Any) -> str:
@@ -174,7 +139,7 @@ class FileRecords:
     Iterate for the :class:`Record` s; afterwards ``errors`` holds what cost the whole file (unreadable, not JSON,
     empty) and ``notes`` remarks about its format. Only the record being read is held in memory, so a whole-file
     error may come after records were given out: whoever consumed them forgets them (the scan counts nothing
-    from a file with errors, as when the file is read at once by :func:`read_file`).
+    from a file with errors, nor does :func:`read_samples`).
 
     Attributes:
         file: the file.
@@ -304,16 +269,6 @@ def sample_from_record(record: Record, file: Path) -> Sample:
     return sample_from_object(obj, file, record.index, record.line)
 
 
-def read_file(path: str | Path) -> FileContents:
-    """Read every record of one file (see the module docstring for what is accepted), all at once: stage 1 of
-    the scan on its own (the scan itself reads :class:`FileRecords` incrementally)."""
-    records = FileRecords(path)
-    samples = [sample_from_record(record, records.file) for record in records]
-    if records.errors:
-        return FileContents([], records.errors, [])
-    return FileContents(samples, [], records.notes)
-
-
 def read_samples(paths: str | Path | Iterable[str | Path]) -> tuple[list[Sample], list[DataProblem]]:
     """Read and concatenate the structurally valid samples of several files (in the order given).
 
@@ -328,9 +283,12 @@ def read_samples(paths: str | Path | Iterable[str | Path]) -> tuple[list[Sample]
     samples: list[Sample] = []
     errors: list[DataProblem] = []
     for path in paths:
-        contents = read_file(path)
-        errors += contents.errors
-        for sample in contents.samples:
+        records = FileRecords(path)
+        read = [sample_from_record(record, records.file) for record in records]
+        if records.errors:  # the whole file is lost: nothing of it counts
+            errors += records.errors
+            continue
+        for sample in read:
             errors += sample.errors
             if not sample.errors:
                 samples.append(sample)

@@ -1,12 +1,14 @@
-"""The scan's stages run over data files: records read here, chunks scanned by worker processes, merged here.
+"""The scan over data files, and the processes it runs in: records read here, chunks scanned by worker processes,
+merged here.
 
-This process reads each file incrementally (:class:`~.sources.FileRecords`: JSON Lines line by line, a JSON list
+This process reads each file incrementally (:class:`~.records.FileRecords`: JSON Lines line by line, a JSON list
 element by element), cuts the records into chunks of :data:`CHUNK_RECORDS`, and hands them to ``workers``
 processes (forked, so they share the tokenizer already loaded) that decode, check, render and count them
-(:class:`~.stages.ChunkScanner`). Results come back in submission order and are merged by one
-:class:`~.stages.Assembler`, so the result is the same, in the same order, whatever the number of workers; a
+(:class:`~.chunks.ChunkScanner`). Results come back in submission order and are merged by one
+:class:`~.chunks.Assembler`, so the result is the same, in the same order, whatever the number of workers; a
 window of chunks in flight bounds the memory. With one worker everything runs in this process, through the same
-code.
+code. A large scan runs in a forked process of its own (:func:`run_forked`), so that the process that trains
+keeps only the result.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-from ..format.render import TextEncoder
-from .options import DataOptions
-from .result import ScanResult, result_columns
-from .sources import FileRecords, Record
-from .stages import Assembler, ChunkJob, ChunkScan, ChunkScanner
+from ...format.render import TextEncoder
+from ..options import DataOptions
+from .chunks import Assembler, ChunkJob, ChunkScan, ChunkScanner
+from .columns import ScanResult, result_columns
+from .records import FileRecords, Record
 
 CHUNK_RECORDS = 256  # records per chunk: ~0.1 s of work, far above the cost of sending it to a worker
 CHUNK_CHARS = 1 << 20  # ... or fewer, when records are long

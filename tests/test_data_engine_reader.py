@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import qwenvl_train.data.jsonstream as js
-from qwenvl_train.data.jsonstream import (
+import qwenvl_train.data.engine.reader as js
+from qwenvl_train.data.engine.reader import (
     Cursor,
     JsonSyntaxError,
     TextDecodeError,
@@ -20,7 +20,7 @@ from qwenvl_train.data.jsonstream import (
     iter_list,
     iter_values,
 )
-from qwenvl_train.data.sources import FileRecords
+from qwenvl_train.data.engine.records import FileRecords
 
 SAMPLES = [
     {"id": "a", "conversations": [{"from": "user", "value": "Grüße, 你好 \u00e9\U0001f600"}, {"from": "gpt", "value": "x"}]},
