@@ -42,6 +42,7 @@ from .reader import (
     JsonSyntaxError,
     TextDecodeError,
     TextStream,
+    is_json,
     iter_lines,
     iter_list,
     iter_values,
@@ -228,9 +229,7 @@ class FileRecords:
         first = next(lines, None)
         if first is None:
             return
-        try:
-            json.loads(first[0])
-        except json.JSONDecodeError:
+        if not is_json(first[0]):
             if self._all_values():
                 self.notes.append(
                     f"{self.file}: holds JSON written over several lines per sample, not JSON Lines (one sample "
@@ -259,14 +258,28 @@ class FileRecords:
 
 
 def sample_from_record(record: Record, file: Path) -> Sample:
-    """Decode one record and validate its structure; a record that is not JSON (a JSON Lines line) is a sample
-    with one error, its record lost."""
+    """Decode one record and validate its structure; a record that is not JSON (a JSON Lines line), or that
+    Python's decoder cannot turn into objects (nesting deeper than the recursion limit, an integer longer than the
+    digit limit), is a sample with one bad-JSON error, its record lost."""
     try:
         obj = json.loads(record.text)
     except json.JSONDecodeError as exc:
         error = DataProblem(str(file), f"bad JSON: {exc.msg}", line=record.line, col=exc.colno)
         return Sample(f"#{record.index}", [], None, file, record.line, [error])
+    except (RecursionError, ValueError) as exc:
+        error = DataProblem(str(file), f"bad JSON: {undecodable(exc)}", line=record.line)
+        return Sample(f"#{record.index}", [], None, file, record.line, [error])
     return sample_from_object(obj, file, record.index, record.line)
+
+
+def undecodable(exc: BaseException) -> str:
+    """Why Python's decoder refused valid-looking JSON, in one line."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to decode (more levels than Python's recursion limit)"
+    reason = str(exc).split(";")[
+        0
+    ]  # the int digit limit's advice names a Python function: not the user's fix
+    return f"cannot decode ({reason})"
 
 
 def read_samples(paths: str | Path | Iterable[str | Path]) -> tuple[list[Sample], list[DataProblem]]:
