@@ -66,3 +66,12 @@ def test_data_pipeline_prints_samples_per_second_per_worker_count_and_the_step()
     assert rates[("load + transform + collate", "0")] > 0 and rates[("load + transform + collate", "1")] > 0
     assert rates[("tokenize (scan)", "-")] > 0
     assert any(stage.startswith("training step, tiny, 64 tokens") for stage, _ in rates)
+
+
+def test_hard_inputs_prints_the_peak_memory_of_check_data_per_input() -> None:
+    out = run("hard_inputs.py", "--csv-mb", "2", "--record-mb", "1")
+    header, rows = table_rows(out, "peak MiB")
+    assert "growth/file" in header
+    assert [row[0] for row in rows] == ["small", "csv", "record"]
+    assert [row[2] for row in rows] == ["0", "1", "1"]  # the bad file and the oversized record are reported
+    assert "bad JSON" in out and "no sample left to train on" in out

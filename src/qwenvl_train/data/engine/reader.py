@@ -141,13 +141,17 @@ class Cursor:
 
     def more(self, size: int | None = None) -> bool:
         """Read the next piece into the window; False at the end of the file."""
-        if self.pos > BLOCK and self.pos * 2 > len(self.window):  # drop the consumed part
-            self._count_lines(self.pos)
-            self.col0 = self._column(self.pos)
-            self.window, self.counted, self.pos = self.window[self.pos :], 0, 0
+        if self.pos > BLOCK and self.pos * 2 > len(self.window):
+            self._drop_consumed()
         text = self.stream.read(size)
         self.window += text
         return bool(text)
+
+    def _drop_consumed(self) -> None:
+        """Drop the part of the window before the position (its lines counted, the column of what is left kept)."""
+        self._count_lines(self.pos)
+        self.col0 = self._column(self.pos)
+        self.window, self.counted, self.pos = self.window[self.pos :], 0, 0
 
     def _count_lines(self, pos: int) -> int:
         """The line of ``pos``; positions asked for never go back (each value starts after the last)."""
@@ -204,6 +208,8 @@ class Cursor:
                 continue  # "12" may be the start of "1234"
             text, line = self.window[self.pos : end], self._count_lines(self.pos)
             self.pos = end
+            if end > BLOCK:  # a large value: the window holding it goes now, not with the next read
+                self._drop_consumed()
             return text, line
 
     def _ran_out(self, exc: json.JSONDecodeError) -> bool:
