@@ -12,9 +12,10 @@ Accepted input (the original Qwen-VL format)::
   sample per line. Gzip-compressed files (``.json.gz``, ``.jsonl.gz``, or any file starting with gzip's magic
   bytes) are read as they are decompressed; other compressions are refused with one line saying to decompress.
   The standard input given as ``-`` or ``/dev/stdin`` is read once as JSON Lines (:mod:`.streams`); any other
-  file that is not a regular file (a FIFO, a device, a socket) is refused before it is opened. A file whose content is the other format is read for what it is, with a note: a ``.json``
-  file of JSON Lines, a ``.jsonl`` file holding one JSON list or pretty-printed objects spread over several
-  lines. Several files are concatenated.
+  file that is not a regular file (a FIFO, a device, a socket) is refused before it is opened. A file whose
+  content is the other format is read for what it is, with a note: a ``.json`` file of JSON Lines, a ``.jsonl``
+  file holding one JSON list or pretty-printed objects spread over several lines. Several files are
+  concatenated.
 - Roles: ``user`` (alias ``human``), ``assistant`` (alias ``gpt``), ``system`` (first turn only; it
   replaces the default system prompt for that sample). Case is ignored (``Human``, ``GPT``); spaces are
   not (``"user "`` is an error).
@@ -217,7 +218,10 @@ class FileRecords:
             )
         suffix = self.file.suffix.lower()
         if suffix in UNSUPPORTED_COMPRESSION:
-            return f"compressed {suffix} files are not read: decompress it first (gzip files, .json.gz / .jsonl.gz, are)"
+            return (
+                f"compressed {suffix} files are not read: decompress it first (gzip files, .json.gz / .jsonl.gz, "
+                "are)"
+            )
         return None
 
     @property
