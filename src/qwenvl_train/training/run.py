@@ -28,6 +28,7 @@ from .arguments import Arguments, check_devices_only, parse_args, settings_line
 from .final_save import save_final
 from .generation_eval import attach_generation_eval
 from .help import cached_help
+from .preemption import PREEMPTED_STATUS, PreemptionCallback, preempted_line
 from .preflight import preflight
 from .prepare import (
     check_adapter_holds_trainables,
@@ -67,6 +68,12 @@ def train(argv: Sequence[str] | None = None) -> QwenVLTrainer:
         resume_from_checkpoint=resolve_resume(args.training.resume_from_checkpoint, args.training.output_dir)
     )
     report_replaced_samples(trainer)
+    if trainer.preemption.stopped_at is not None:
+        # stopped by SIGTERM / SIGUSR1 after its checkpoint: no final save, the run goes on when resumed
+        last = resolve_resume("auto", args.training.output_dir)
+        trainer.preempted = preempted_line(trainer.preemption, last)
+        finish_reporting(args)
+        return trainer
     if trainer.vision_cache is not None:
         cache = trainer.vision_cache
         print(
@@ -168,6 +175,9 @@ def build_trainer(
             args.model.vision_cache, vision_tower(model), autocast=trainer.accelerator.autocast
         )
     trainer.add_callback(StartSummaryCallback(start_summary(args, model, train_set)))
+    trainer.preemption = PreemptionCallback()  # SIGTERM / SIGUSR1: a checkpoint after this step, then stop
+    trainer.preempted = None
+    trainer.add_callback(trainer.preemption)
     if args.data.eval_data:
         attach_generation_eval(
             trainer, args.data.eval_data, tokenizer, args.data.on_error, args.data.eval_max_new_tokens
@@ -246,10 +256,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def train_to_the_end(argv: Sequence[str]) -> int:
-    """Train, then leave the process group (after a barrier); exit status 0. A rank started by a launcher then ends
+    """Train, then leave the process group (after a barrier); exit status 0, or :data:`.preemption.PREEMPTED_STATUS`
+    with one line when SIGTERM / SIGUSR1 stopped it after a checkpoint. A rank started by a launcher then ends
     its process at once (:func:`..errors.finish`: no interpreter teardown, which could abort a rank of a run
     that finished and make torchrun report it failed)."""
-    train(argv)
+    trainer = train(argv)
+    if trainer.preempted:
+        if is_rank_zero():
+            print(f"qwenvl-train: {trainer.preempted}", file=sys.stderr, flush=True)
+        return finish(PREEMPTED_STATUS, barrier=True)
     return finish(0, barrier=True)
 
 
