@@ -12,7 +12,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from qwenvl_train.training.disk_full import DiskFullError, is_disk_full, saving
+import qwenvl_train.training.run as run
+from qwenvl_train.tokenizer import QwenVLTokenizer
+from qwenvl_train.training.disk_full import DiskFullError, is_disk_full, resume_advice, saving
+from train_fixtures import cpu_args, write_dataset
 
 
 def is_char_device(path: str) -> bool:
@@ -44,15 +47,13 @@ def test_a_full_disk_is_recognised_whatever_raised_it(
 
 @pytest.mark.parametrize("weights", [None, "out/checkpoint-20"])
 def test_saving_ends_a_full_disk_with_one_line(tmp_path: Path, weights: str | None) -> None:
-    with (
-        pytest.raises(DiskFullError) as info,
-        saving(tmp_path, "the final adapter", 3 << 20, lambda: weights),
-    ):
+    advice = lambda: resume_advice(weights)  # noqa: E731
+    with pytest.raises(DiskFullError) as info, saving(tmp_path, "the final adapter", 3 << 20, advice):
         raise OSError(errno.ENOSPC, "No space left on device")
     line = str(info.value)
     assert "\n" not in line
     assert line.startswith(f"{tmp_path}: disk full while saving the final adapter (it needs about 3.0 MB, ")
-    assert "free); nothing half-written is left visible; " in line
+    assert "free); what was half-written is not marked complete and is never loaded or resumed from; " in line
     if weights:
         assert line.endswith(
             "the trained weights are in out/checkpoint-20 (the last complete checkpoint): free some space and "
@@ -62,3 +63,63 @@ def test_saving_ends_a_full_disk_with_one_line(tmp_path: Path, weights: str | No
         assert line.endswith("no complete checkpoint holds trained weights: free some space and train again")
     with pytest.raises(PermissionError), saving(tmp_path, "x"):  # anything else passes through
         raise PermissionError(errno.EACCES, "Permission denied")
+
+
+# ---------------------------------------------------------------- a real run whose disk fills up while it saves
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data"))
+
+
+def fill_the_disk_when_saving_into(monkeypatch: pytest.MonkeyPatch, folder_name: str) -> None:
+    """The tokenizer's files (what the disk estimate once left out) hit a full disk when written into a folder
+    named ``folder_name``."""
+    save_vocabulary = QwenVLTokenizer.save_vocabulary
+
+    def full(self, save_directory, filename_prefix=None):  # noqa: ANN001, ANN202
+        if Path(save_directory).name == folder_name:
+            raise OSError(
+                errno.ENOSPC, "No space left on device", str(Path(save_directory) / "qwen.tiktoken")
+            )
+        return save_vocabulary(self, save_directory, filename_prefix)
+
+    monkeypatch.setattr(QwenVLTokenizer, "save_vocabulary", full)
+
+
+@pytest.mark.parametrize(
+    ("folder_name", "save_steps", "what", "after"),
+    [
+        (".final-save", "1", "the final adapter", "the trained weights are in {out}/checkpoint-2 (the last complete "
+         "checkpoint): free some space and resume with --resume_from_checkpoint auto"),
+        (".final-save", None, "the final adapter", "no checkpoint holds the trained weights (--save_strategy steps "
+         "keeps some): free some space and train again"),
+        ("checkpoint-2", "1", "checkpoint-2", "the trained weights are in {out}/checkpoint-1 (the last complete "
+         "checkpoint): free some space and resume with --resume_from_checkpoint auto"),
+    ],
+)  # fmt: skip
+def test_a_full_disk_while_saving_ends_with_one_line(
+    tiny_model_dir: Path,
+    data_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    folder_name: str,
+    save_steps: str | None,
+    what: str,
+    after: str,
+) -> None:
+    out = tmp_path / "out"
+    saves = ("--save_strategy", "steps", "--save_steps", save_steps) if save_steps else ()
+    fill_the_disk_when_saving_into(monkeypatch, folder_name)
+    assert (
+        run.main(cpu_args(tiny_model_dir, data_file, out, "--tune", "lora", "--max_steps", "2", *saves)) == 1
+    )
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("qwenvl-train: ")]
+    assert len(lines) == 1, err[-3000:]
+    assert lines[0].startswith(f"qwenvl-train: {out}: disk full while saving {what} (it needs about "), lines[
+        0
+    ]
+    assert lines[0].endswith(after.format(out=out)), lines[0]
+    assert not (out / "trainer_state.json").exists()  # no final save looks complete

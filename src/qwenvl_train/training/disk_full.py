@@ -64,40 +64,52 @@ def free_bytes(folder: str | Path) -> int:
         return 0
 
 
-def disk_full_line(folder: str | Path, what: str, needed: int | None, weights: str | None) -> str:
+def disk_full_line(folder: str | Path, what: str, needed: int | None, after: str) -> str:
     """The line a save that ran out of space ends with.
 
     Args:
         folder: where it was saving.
         what: what it was saving ("checkpoint-40", "the final adapter", "the merged model").
         needed: bytes the save needs (None: unknown).
-        weights: the last complete checkpoint holding the trained weights (None: there is none).
+        after: where the work is now and what to do (:func:`resume_advice`, or a command's own).
     """
     from .preflight import format_bytes
 
     needs = f"it needs about {format_bytes(needed)}, " if needed else ""
-    where = (
-        f"the trained weights are in {weights} (the last complete checkpoint): free some space and resume with "
-        "--resume_from_checkpoint auto"
-        if weights
-        else "no complete checkpoint holds trained weights: free some space and train again"
-    )
     return (
-        f"{folder}: disk full while saving {what} ({needs}{format_bytes(free_bytes(folder))} free); nothing "
-        f"half-written is left visible; {where}"
+        f"{folder}: disk full while saving {what} ({needs}{format_bytes(free_bytes(folder))} free); what was "
+        f"half-written is not marked complete and is never loaded or resumed from; {after}"
     )
+
+
+def resume_advice(checkpoint: str | None) -> str:
+    """Where the trained weights are, for a training run: ``checkpoint`` (its last complete one), or none."""
+    if checkpoint:
+        return (
+            f"the trained weights are in {checkpoint} (the last complete checkpoint): free some space and resume "
+            "with --resume_from_checkpoint auto"
+        )
+    return "no complete checkpoint holds trained weights: free some space and train again"
 
 
 @contextlib.contextmanager
 def saving(
-    folder: str | Path, what: str, needed: int | None = None, weights: Callable[[], str | None] | None = None
+    folder: str | Path,
+    what: str | Callable[[], str],
+    needed: int | None | Callable[[], int | None] = None,
+    after: Callable[[], str] = lambda: resume_advice(None),
 ) -> Iterator[None]:
-    """Run a save; a full disk becomes :class:`DiskFullError` (``weights()`` names the last complete checkpoint
-    holding trained weights, asked only then). Any other error passes through unchanged."""
+    """Run a save; a full disk becomes :class:`DiskFullError`. ``what``, ``needed`` and ``after`` (see
+    :func:`disk_full_line`) may be functions, asked only then. Any other error passes through unchanged."""
     try:
         yield
     except Exception as exc:
         if isinstance(exc, DiskFullError) or not is_disk_full(exc):
             raise
-        line = disk_full_line(folder, what, needed, weights() if weights else None)
+        line = disk_full_line(
+            folder,
+            what() if callable(what) else what,
+            needed() if callable(needed) else needed,
+            after(),
+        )
         raise DiskFullError(line) from None

@@ -25,11 +25,12 @@ from ..data.errors import TrainingDataError
 from ..errors import finish, is_rank_zero, run_reporting
 from ..model.visual_config import VisionSettings, vision_settings
 from .arguments import Arguments, check_devices_only, parse_args, settings_line
+from .disk_full import resume_advice, saving
 from .final_save import save_final
 from .generation_eval import attach_generation_eval
 from .help import cached_help
 from .preemption import PREEMPTED_STATUS, PreemptionCallback, preempted_line
-from .preflight import preflight
+from .preflight import estimate_saves, preflight
 from .prepare import (
     check_adapter_holds_trainables,
     count_parameters,
@@ -64,9 +65,15 @@ def train(argv: Sequence[str] | None = None) -> QwenVLTrainer:
     train_set, eval_set = build_datasets(args, tokenizer)  # before the model: bad data fails in seconds
     model = prepare_model(load_model(args), args)
     trainer = build_trainer(args, model, tokenizer, train_set, eval_set)
-    trainer.train(
-        resume_from_checkpoint=resolve_resume(args.training.resume_from_checkpoint, args.training.output_dir)
-    )
+    out = args.training.output_dir
+    estimate = estimate_saves(args)
+    with saving(  # a checkpoint: a full disk ends the run with one line, the last complete checkpoint named
+        out,
+        lambda: f"checkpoint-{trainer.state.global_step}",
+        estimate.checkpoint if estimate else None,
+        lambda: resume_advice(resolve_resume("auto", out)),
+    ):
+        trainer.train(resume_from_checkpoint=resolve_resume(args.training.resume_from_checkpoint, out))
     report_replaced_samples(trainer)
     if trainer.preemption.stopped_at is not None:
         # stopped by SIGTERM / SIGUSR1 after its checkpoint: no final save, the run goes on when resumed
@@ -80,9 +87,23 @@ def train(argv: Sequence[str] | None = None) -> QwenVLTrainer:
             f"qwenvl-train: vision cache {cache.root}: {cache.hits} image(s) read, {cache.misses} computed",
             flush=True,
         )
-    save(trainer)
+    kind = "model" if args.model.tune == "full" else "adapter"
+    with saving(out, f"the final {kind}", estimate.final if estimate else None, lambda: final_advice(out)):
+        save(trainer)
     finish_reporting(args)
     return trainer
+
+
+def final_advice(out: str) -> str:
+    """Where the trained weights are when the final save ran out of space: the last complete checkpoint, or only in
+    the memory of the process that just ended."""
+    checkpoint = resolve_resume("auto", out)
+    if checkpoint:
+        return resume_advice(checkpoint)
+    return (
+        "no checkpoint holds the trained weights (--save_strategy steps keeps some): free some space and train "
+        "again"
+    )
 
 
 def model_vision_settings(model_name_or_path: str) -> VisionSettings:
