@@ -52,7 +52,9 @@ def test_saving_ends_a_full_disk_with_one_line(tmp_path: Path, weights: str | No
         raise OSError(errno.ENOSPC, "No space left on device")
     line = str(info.value)
     assert "\n" not in line
-    assert line.startswith(f"{tmp_path}: disk full while saving the final adapter (it needs about 3.0 MB, ")
+    assert line.startswith(
+        f"{tmp_path}: No space left on device while saving the final adapter (it needs about 3.0 MB, "
+    )
     assert "free); what was half-written is not marked complete and is never loaded or resumed from; " in line
     if weights:
         assert line.endswith(
@@ -118,8 +120,8 @@ def test_a_full_disk_while_saving_ends_with_one_line(
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("qwenvl-train: ")]
     assert len(lines) == 1, err[-3000:]
-    assert lines[0].startswith(f"qwenvl-train: {out}: disk full while saving {what} (it needs about "), lines[
-        0
-    ]
+    assert lines[0].startswith(
+        f"qwenvl-train: {out}: No space left on device while saving {what} (it needs about "
+    ), lines[0]
     assert lines[0].endswith(after.format(out=out)), lines[0]
     assert not (out / "trainer_state.json").exists()  # no final save looks complete

@@ -32,11 +32,17 @@ NO_SPACE_TEXTS = (
 )
 
 
-class DiskFullError(UserError):
-    """A save ran out of disk space; the message is one line (see the module docstring). Every rank that writes
-    knows of it, so each prints its own."""
+class DiskFullError(UserError, OSError):
+    """A save ran out of disk space; the message is one line (see the module docstring). An ``OSError`` with
+    ``ENOSPC``, as what it replaces; every rank that writes knows of it, so each prints its own."""
 
     every_rank = True
+
+    def __init__(self, line: str) -> None:
+        OSError.__init__(self, errno.ENOSPC, line)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -77,7 +83,8 @@ def disk_full_line(folder: str | Path, what: str, needed: int | None, after: str
 
     needs = f"it needs about {format_bytes(needed)}, " if needed else ""
     return (
-        f"{folder}: disk full while saving {what} ({needs}{format_bytes(free_bytes(folder))} free); what was "
+        f"{folder}: No space left on device while saving {what} ({needs}{format_bytes(free_bytes(folder))} free); "
+        "what was "
         f"half-written is not marked complete and is never loaded or resumed from; {after}"
     )
 
