@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from qwenvl_train.training.arguments import DEFAULT_LORA_TARGETS, build_parser, parse_args, settings_line
-from qwenvl_train.training.trainer import resolve_resume
+from qwenvl_train.training.arguments import DEFAULT_LORA_TARGETS, build_parser, parse_args
+from qwenvl_train.training.run_checkpoints import resolve_resume
+from qwenvl_train.training.summary import settings_line
 
 
 def test_defaults_follow_the_original_recipe(tmp_path: Path) -> None:

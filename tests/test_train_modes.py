@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from qwenvl_train.training import train
 from qwenvl_train.training.prepare import count_parameters, part_of
-from qwenvl_train.training.trainer import format_count
+from qwenvl_train.training.summary import format_count
 from train_fixtures import cpu_args, logged_losses, write_dataset
 
 

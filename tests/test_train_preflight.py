@@ -21,7 +21,8 @@ import qwenvl_train.training.run as run
 from qwenvl_train.cli import main
 from qwenvl_train.errors import CheckpointError, ConfigurationError
 from qwenvl_train.training import parse_args
-from qwenvl_train.training.checkpoint import detect_kind, quant_method, resolve_kind
+from qwenvl_train.training.base_checkpoint import detect_kind, quant_method, resolve_kind
+from qwenvl_train.training.summary import format_bytes
 from train_fixtures import cpu_args, write_dataset
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -254,7 +255,7 @@ def test_disk_space_warning_names_both_figures(
     monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: usage(0, 0, 5 << 20))
     warning = preflight.disk_space_warning(args)
     assert warning is not None and "has 5.0 MB free" in warning
-    assert f"will save about {preflight.format_bytes(full.total)}" in warning
+    assert f"will save about {format_bytes(full.total)}" in warning
     monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: usage(0, 0, full.total))
     assert preflight.disk_space_warning(args) is None
 

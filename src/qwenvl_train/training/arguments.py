@@ -498,22 +498,3 @@ def check_devices_only(argv: Sequence[str]) -> None:
     known, _ = pre.parse_known_args(argv)
     file_values = load_config_file(known.config, build_parser()) if known.config else {}
     check_device_options(argv, file_values)
-
-
-def settings_line(args: Arguments) -> str:
-    """One line with the hyper-parameters that matter, printed at start."""
-    t = args.training
-    schedule = getattr(t.lr_scheduler_type, "value", t.lr_scheduler_type)
-    return (
-        f"settings: tune={args.model.tune} lr={t.learning_rate:g} schedule={schedule} "
-        f"warmup={t.warmup_steps:g} weight_decay={t.weight_decay:g} adam_betas=({t.adam_beta1:g}, {t.adam_beta2:g}) "
-        f"model_max_length={args.data.model_max_length} bf16={t.bf16} fp16={t.fp16} "
-        f"activation_checkpointing={ {0: 'off', 1: 'full'}.get(t.checkpointing_every, t.checkpointing_every) }"
-        + (f" packing={t.packing_tokens}" if t.packing else "")
-        + (
-            f" lora_r={args.lora.lora_r} lora_alpha={args.lora.lora_alpha} lora_dropout={args.lora.lora_dropout:g} "
-            f"lora_target={','.join(args.lora.lora_target)}"
-            if args.model.tune != "full"
-            else ""
-        )
-    )

@@ -1,7 +1,7 @@
 """Checks made before the model (or the data) loads, so that a run that cannot finish stops in seconds:
 
 - the checkpoint's layout (``config.json``, ``qwen.tiktoken``), its kind (chat or base) when LoRA needs it, and
-  whether ``--quant`` fits its weights (:mod:`.checkpoint`);
+  whether ``--quant`` fits its weights (:mod:`.base_checkpoint`);
 - the output folder is writable;
 - the disk holds what the run will save (the final model or adapter, plus ``--save_total_limit`` checkpoints
   with their optimizer state): a warning with both figures when it will not.
@@ -18,8 +18,9 @@ from typing import NamedTuple
 
 from ..errors import ConfigurationError, is_rank_zero
 from .arguments import Arguments
-from .checkpoint import check_layout, resolve_kind, weight_shapes
+from .base_checkpoint import check_layout, resolve_kind, weight_shapes
 from .prepare import BASE_MODULES_TO_SAVE, resolve_quant
+from .summary import format_bytes
 
 #: Bytes of optimizer state per trainable parameter in a checkpoint (AdamW: two fp32 moments).
 OPTIMIZER_BYTES = 8
@@ -141,13 +142,3 @@ def disk_space_warning(args: Arguments) -> str | None:
         f"{format_bytes(estimate.final)} + {estimate.checkpoints} checkpoint(s) of {format_bytes(estimate.checkpoint)}"
         f"{limit}; free some space, or lower --save_total_limit"
     )
-
-
-def format_bytes(n: int) -> str:
-    """1536 -> '1.5 KB' (powers of 1024)."""
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1024
-    return f"{n} B"

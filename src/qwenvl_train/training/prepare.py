@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from ..errors import UserError
 from .arguments import Arguments, LoraArguments, ModelArguments, QuantArguments
-from .checkpoint import quant_method, resolve_kind
+from .base_checkpoint import quant_method, resolve_kind
 
 VIT_PREFIX = "transformer.visual."
 RESAMPLER_PREFIX = "transformer.visual.attn_pool."
@@ -49,7 +49,7 @@ def is_chat_checkpoint(model_name_or_path: str, kind: str = "auto") -> bool:
     """True for a chat checkpoint (Qwen-VL-Chat), False for a base one (Qwen-VL).
 
     ``kind`` ``chat``/``base`` decides; ``auto`` asks the checkpoint's own files (see
-    :func:`.checkpoint.resolve_kind`), which raises when they do not say.
+    :func:`.base_checkpoint.resolve_kind`), which raises when they do not say.
     """
     return resolve_kind(model_name_or_path, kind) == "chat"
 
