@@ -12,6 +12,7 @@ mode.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -261,6 +262,13 @@ def _reject_freeze_flags(model_args: ModelArguments) -> None:
         )
 
 
+def matches_target(name: str, targets: Iterable[str]) -> bool:
+    """Whether a module or parameter ``name`` is named by one of ``targets`` (``--lora_target``,
+    ``--modules_to_save``): the name itself, or a dotted suffix of it (``attn.c_proj`` names
+    ``transformer.h.0.attn.c_proj``, not ``transformer.h.0.mlp.c_proj``). The one place this rule is written."""
+    return any(name == target or name.endswith("." + target) for target in targets)
+
+
 def split_lora_targets(model: nn.Module, targets: list[str]) -> tuple[list[str], list[str]]:
     """Split ``--lora_target`` into module targets and parameter targets.
 
@@ -270,11 +278,11 @@ def split_lora_targets(model: nn.Module, targets: list[str]) -> tuple[list[str],
     param_names = [name for name, _ in model.named_parameters()]
     modules, params = [], []
     for target in targets:
-        is_param = any(n == target or n.endswith("." + target) for n in param_names)
+        is_param = any(matches_target(n, [target]) for n in param_names)
         (params if is_param else modules).append(target)
     module_names = [name for name, _ in model.named_modules()]
     for target in modules:
-        if not any(n == target or n.endswith("." + target) for n in module_names):
+        if not any(matches_target(n, [target]) for n in module_names):
             raise PreparationError(
                 f"--lora_target {target}: no module or parameter of the model has that name"
             )
