@@ -62,25 +62,6 @@ def test_help_documents_every_option() -> None:
         assert option in text
 
 
-def test_quant_needs_qlora(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        parse_args(["--tune", "lora", "--quant", "nf4", "--output_dir", str(tmp_path)])
-    assert info.value.code == 2
-    assert "error: --quant nf4 needs --tune qlora" in capsys.readouterr().err
-    assert (
-        parse_args(["--tune", "qlora", "--quant", "nf4", "--output_dir", str(tmp_path)]).quant.quant == "nf4"
-    )
-
-
-def test_vision_lr_must_not_be_negative(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        parse_args(["--vision_lr=-1e-3", "--output_dir", str(tmp_path)])
-    assert info.value.code == 2
-    assert "error: --vision_lr must be 0 or more, got -0.001" in capsys.readouterr().err
-    assert parse_args(["--vision_lr", "0", "--output_dir", str(tmp_path)]).training.vision_lr == 0.0
-    assert parse_args(["--output_dir", str(tmp_path)]).training.vision_lr is None
-
-
 def test_resume_auto_skips_a_checkpoint_whose_save_was_killed(tmp_path: Path) -> None:
     assert resolve_resume("auto", str(tmp_path)) is None  # nothing yet: start afresh
     for step in (5, 10, 15):

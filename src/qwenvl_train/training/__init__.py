@@ -2,6 +2,7 @@
 
 - :mod:`.arguments`: the options (dataclasses, ``--config`` files) and their parsing; :mod:`.help`: ``--help``
   without importing transformers;
+- :mod:`.validate`: every check that needs only the options, made while parsing;
 - :mod:`.preflight`: the checks on the base checkpoint and the file system, before anything loads;
 - :mod:`.base_checkpoint`: the base checkpoint's kind (chat or base, GPTQ) and layout, from its own files;
 - :mod:`.prepare`: loading the tokenizer and model, and preparing the model for its tuning mode;

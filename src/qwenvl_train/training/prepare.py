@@ -33,7 +33,9 @@ BASE_MODULES_TO_SAVE = ["wte", "lm_head"]
 
 
 class PreparationError(UserError, RuntimeError):
-    """The requested preparation cannot be done (bad flag combination, checkpoint of the wrong kind, ...)."""
+    """The requested preparation cannot be done with this checkpoint, model or device (``--quant`` that does not
+    fit the weights, a ``--lora_target`` the model lacks, ...); options that cannot go together are refused while
+    parsing (:mod:`.validate`)."""
 
 
 def part_of(name: str) -> str:
@@ -179,7 +181,8 @@ def _is_modules_to_save(module: nn.Module) -> bool:
 
 
 def prepare_model(model: nn.Module, args: Arguments) -> nn.Module:
-    """Freeze/unfreeze for ``--tune full``, or wrap with LoRA adapters for ``lora``/``qlora``.
+    """Freeze/unfreeze for ``--tune full``, or wrap with LoRA adapters for ``lora``/``qlora``. ``args`` are checked
+    already (:func:`.validate.validate`: the freeze flags fit the mode and leave something to train).
 
     Returns:
         The model to train (a ``PeftModel`` in lora/qlora mode).
@@ -187,7 +190,6 @@ def prepare_model(model: nn.Module, args: Arguments) -> nn.Module:
     set_loss_backend(model, args.training.loss_backend, args.training.device)
     if args.model.tune == "full":
         return prepare_full(model, args.model)
-    _reject_freeze_flags(args.model)
     if args.model.tune == "qlora":
         from peft import prepare_model_for_kbit_training
 
@@ -223,7 +225,8 @@ def set_loss_backend(model: nn.Module, requested: str, device: torch.device) -> 
 
 
 def prepare_full(model: nn.Module, model_args: ModelArguments) -> nn.Module:
-    """Set ``requires_grad`` part by part from ``--freeze_vit/--freeze_resampler/--freeze_llm``."""
+    """Set ``requires_grad`` part by part from ``--freeze_vit/--freeze_resampler/--freeze_llm`` (which
+    :func:`.validate.check_freeze_flags` made sure leave something to train)."""
     frozen_parts = {
         part
         for part, frozen in (
@@ -233,10 +236,6 @@ def prepare_full(model: nn.Module, model_args: ModelArguments) -> nn.Module:
         )
         if frozen
     }
-    if len(frozen_parts) == 3:
-        raise PreparationError(
-            "--freeze_vit, --freeze_resampler and --freeze_llm together leave nothing to train"
-        )
     fixed = fixed_parameters(model)
     for name, param in model.named_parameters():
         param.requires_grad_(part_of(name) not in frozen_parts and name not in fixed)
@@ -246,20 +245,6 @@ def prepare_full(model: nn.Module, model_args: ModelArguments) -> nn.Module:
 def fixed_parameters(model: nn.Module) -> set[str]:
     """Names of the parameters the model keeps frozen by design (the resampler's sin-cos ``pos_embed``)."""
     return {name for name, param in model.named_parameters() if name.endswith("attn_pool.pos_embed")}
-
-
-def _reject_freeze_flags(model_args: ModelArguments) -> None:
-    defaults = ModelArguments()
-    changed = [
-        flag
-        for flag in ("freeze_vit", "freeze_resampler", "freeze_llm")
-        if getattr(model_args, flag) != getattr(defaults, flag)
-    ]
-    if changed:
-        raise PreparationError(
-            f"--{changed[0]} applies to --tune full; with adapters, choose what trains with --lora_target "
-            "(e.g. attn_pool.attn.out_proj) and --modules_to_save (e.g. attn_pool)"
-        )
 
 
 def matches_target(name: str, targets: Iterable[str]) -> bool:

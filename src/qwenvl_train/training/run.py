@@ -137,7 +137,7 @@ def build_trainer(
     if args.model.tune != "full":
         check_adapter_holds_trainables(model)
     if args.model.vision_cache:
-        check_vision_cacheable(model, args.training.deepspeed, args.training.fsdp)
+        check_vision_cacheable(model)
     if args.training.deepspeed or args.training.fsdp:
         # DeepSpeed's and FSDP's collectives follow the modules that run; all ranks must run the same ones.
         run_vision_every_step(model)
