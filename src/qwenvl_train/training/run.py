@@ -199,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     An error the product knows (bad data, options, checkpoint, preparation) ends the run with one line on stderr
     (its errors as lines for bad data), without a traceback (``QWENVL_TRAIN_DEBUG=1`` shows it), and exit status 1:
     printed once, by rank 0, since every rank meets the same error; an image failing during training
-    (``--on_error raise``) is printed by the rank that loaded it.
+    (``--on_error raise``) is printed by the rank that loaded it. Either way the command ends through
+    :func:`.distributed.finish`: the process group is left, and a rank started by a launcher ends its process there.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--preflight_only" in argv:
