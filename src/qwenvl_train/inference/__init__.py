@@ -2,7 +2,7 @@
 
 - :mod:`.prompt` builds the original chat prompt (``make_context``) as ids plus the images it names.
 - :mod:`.generation` runs left-padded batched generation and cuts the answer at the ChatML stop tokens.
-- :mod:`.chat` is ``model.chat`` / ``model.chat_stream`` (mixed into ``QwenVLForCausalLM``).
+- :mod:`.chat` is ``model.chat`` / ``model.chat_stream`` (the model's methods import it when called).
 - :mod:`.boxes` reads ``<ref>``/``<box>``/``<quad>`` from text without ever raising (``to_list_format``).
 - :mod:`.draw` draws them on the latest picture (``tokenizer.draw_bbox_on_latest_picture``).
 - :mod:`.metrics` scores answers: box IoU (Acc@0.5, mean IoU) and exact match.
