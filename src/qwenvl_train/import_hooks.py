@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable
 from types import ModuleType
@@ -45,13 +46,16 @@ class _Loader(importlib.abc.Loader):
         return self.inner.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
-        packages = self.watcher.settle_packages(self.name)
-        self.watcher.importing.update(packages)
+        watcher = self.watcher
+        with watcher.lock:
+            packages = watcher.settle_packages(self.name)
+            watcher.importing.update(packages)
         try:
             self.inner.exec_module(module)
         finally:
-            self.watcher.importing.subtract(packages)
-        self.watcher.run_ready()
+            with watcher.lock:
+                watcher.importing.subtract(packages)
+        watcher.run_ready()
 
     def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package, get_source, ...
         return getattr(self.inner, name)
@@ -63,8 +67,9 @@ class _Watcher(importlib.abc.MetaPathFinder):
 
     def __init__(self) -> None:
         self.hooks: list[_Hook] = []
-        #: Modules of each settle package being imported now (started, not finished).
+        #: Modules of each settle package being imported now (started, not finished), in any thread.
         self.importing: Counter[str] = Counter()
+        self.lock = threading.Lock()
 
     def settle_packages(self, name: str) -> list[str]:
         return sorted({p for h in self.hooks for p in h.settle if _within(name, p)})
@@ -87,19 +92,20 @@ class _Watcher(importlib.abc.MetaPathFinder):
     def run_ready(self) -> None:
         """Call (once) each hook whose module is imported and whose settle packages are idle."""
         while True:
-            ready = next(
-                (
-                    h
-                    for h in self.hooks
-                    if h.name in sys.modules and not any(self.importing[p] for p in h.settle)
-                ),
-                None,
-            )
-            if ready is None:
-                break
-            self.hooks.remove(ready)
-            if not self.hooks and self in sys.meta_path:
-                sys.meta_path.remove(self)
+            with self.lock:
+                ready = next(
+                    (
+                        h
+                        for h in self.hooks
+                        if h.name in sys.modules and not any(self.importing[p] for p in h.settle)
+                    ),
+                    None,
+                )
+                if ready is None:
+                    return
+                self.hooks.remove(ready)
+                if not self.hooks and self in sys.meta_path:
+                    sys.meta_path.remove(self)
             ready.callback(sys.modules[ready.name])
 
 
