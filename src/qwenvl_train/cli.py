@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat_cli.add_parser(sub)
     eval_cli.add_parser(sub)
 
-    from .export.merge import add_parser as add_merge
+    from .export.merging import add_parser as add_merge
 
     add_merge(sub)
 
