@@ -14,8 +14,8 @@ module: the dependency goes one way. The registration waits until no module of t
 is half-imported (see :func:`.import_hooks.after_import`), since transformers imports its Auto modules from the
 middle of other modules. :func:`register` does all three at once (idempotent).
 
-The modules registered are named here as strings and imported only inside the call-backs; this module sits in
-the lowest layer with :mod:`.import_hooks` (the layer map is in ``tests/test_layering.py``).
+The modules registered are imported only inside the call-backs; this module sits in the model's layer, beside
+the classes it registers (the layer map is in ``tests/test_layering.py`` and ``docs/architecture.md``).
 """
 
 from __future__ import annotations
