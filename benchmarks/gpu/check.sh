@@ -54,7 +54,7 @@ if [ "$DRY" = 1 ]; then
     LIMIT=([setup]=60 [parity]=60 [lora]=90 [qlora]=60 [lora-base]=60 [cli]=120 [generate]=40)
     BUDGET="${BUDGET:-420}"
 else
-    LIMIT=([setup]=70 [parity]=50 [lora]=110 [qlora]=70 [lora-base]=45 [cli]=110 [generate]=40)
+    LIMIT=([setup]=65 [parity]=55 [lora]=115 [qlora]=70 [lora-base]=55 [cli]=100 [generate]=35)
     BUDGET="${BUDGET:-510}"
 fi
 STEPS=(setup parity lora qlora lora-base cli generate)

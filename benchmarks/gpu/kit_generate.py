@@ -16,8 +16,9 @@ def run(part: Part, work: Path, plan: Plan) -> None:
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     folder = model_dir(work, "big")
     start = time.perf_counter()
-    model = train_step.QwenVLForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
-    model = model.to(dev).eval()
+    model = train_step.QwenVLForCausalLM.from_pretrained(
+        folder, dtype=dtype, attn_implementation="sdpa", device_map={"": str(dev)}
+    ).eval()  # straight onto the device: no 19 GB detour through host memory
     part["model"] = {
         "size": plan.big,
         "dtype": str(dtype).removeprefix("torch."),

@@ -1,9 +1,9 @@
 """Steps ``lora``, ``qlora`` and ``lora-base``: timed training iterations of the big model (the full Qwen-VL-Chat
 shape on a GPU), one image per sample, batch 1 x grad-accum ``plan.accum``, with train_step.py's building blocks.
 
-One model is loaded per step and kept; each row is one setting of it, measured on its own: warm-up iterations
-(they fill the vision cache), one untimed iteration for memory, then ``plan.iters`` timed ones (the median is
-reported). The settings:
+One model is loaded per path (eager, optimized) and freed after it; each row is one setting, measured on its own:
+warm-up iterations (they fill the vision cache), one untimed iteration for memory, then ``plan.iters`` timed ones
+(the median is reported). The settings:
 
 * eager: eager attention, the tower on every image, full logits and transformers' ``ForCausalLMLoss``;
 * optimized: the fastest attention here (flash_attention_2 where installed, else sdpa), the labelled loss
@@ -132,55 +132,69 @@ def measure(
 
 
 def run_mode(
-    part: Part, work: Path, plan: Plan, mode: str, settings: list[tuple[str, bool, tuple[int, ...]]]
+    part: Part,
+    work: Path,
+    plan: Plan,
+    mode: str,
+    settings: list[tuple[str, tuple[bool, ...], tuple[int, ...]]],
 ) -> None:
-    """Rows of ``mode`` for each (path, activation checkpointing, lengths) of ``settings``, on one loaded model."""
+    """Rows of ``mode`` for each (path, activation checkpointing settings, lengths) of ``settings``. Each path
+    loads its own model, with its attention kernel (the model cannot switch kernels at run time: transformers'
+    ``set_attn_implementation`` leaves a model with its own attention dispatch as it is), and frees it after."""
     dev = train_step.device()
     folder = model_dir(work, "big")
     config = train_step.QwenVLConfig.from_pretrained(folder)
     fast = fastest_attention(dev)
     peak = train_step.matmul_peak(dev, rounds=plan.peak_rounds, seconds=plan.peak_seconds)
     part["matmul_peak_tflops"] = round(peak / 1e12, 3)
-    start = time.perf_counter()
-    model, used = train_step.build(folder, mode, fast, dev, None)
-    base = model.get_base_model()
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     part["model"] = {
         "size": plan.big,
         "mode": mode,
-        "load_seconds": elapsed(start),
-        "trainable": trainable,
         "accum": plan.accum,
         "iters": plan.iters,
         "warmup": plan.warmup,
     }
-    if used != fast:
-        part.note(f"{fast} refused by the model: {used} instead")
-        fast = used
-    cache = train_step.VisionFeatureCache(work / f"vision-cache-{mode}", base.transformer.visual)
-    optimized = train_step.optimized_loss(cache)
     backend = "cce" if dev.type == "cuda" and importlib.util.find_spec("cut_cross_entropy") else "chunked"
-    for path, checkpointing, lengths in settings:
-        attn = "eager" if path == "eager" else fast
-        base.set_attn_implementation(attn)
-        attn = base.config._attn_implementation  # what the model now runs
-        set_checkpointing(base, checkpointing)
-        base.loss_backend = backend if path == "optimized" else "chunked"
-        loss_fn = train_step.eager_loss if path == "eager" else optimized
-        for length in lengths:
-            extra = {"attn": attn, "loss": "full logits" if path == "eager" else backend}
-            try:
-                measure(part, model, mode, path, length, checkpointing, loss_fn, config, plan, peak, extra)
-            except Exception as exc:
-                if path == "eager" or backend != "cce":
-                    raise
-                # CCE's kernels break across Triton versions (the product probes them): chunks instead.
-                part.note(f"cut-cross-entropy failed ({type(exc).__name__}: {str(exc)[:200]}): chunked loss")
-                free_cuda()
-                backend = base.loss_backend = "chunked"
-                extra["loss"] = backend
-                measure(part, model, mode, path, length, checkpointing, loss_fn, config, plan, peak, extra)
-    part["vision_cache"] = {"hits": cache.hits, "misses": cache.misses}
+    for path, checkpointings, lengths in settings:
+        start = time.perf_counter()
+        model, attn = train_step.build(folder, mode, "eager" if path == "eager" else fast, dev, None)
+        base = model.get_base_model()
+        part["model"] = part["model"] | {
+            f"{path}_load_seconds": elapsed(start),
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        }
+        if path == "eager":
+            loss_fn = train_step.eager_loss
+        else:
+            if attn != fast:
+                part.note(f"{fast} refused by the model: {attn} instead")
+            cache = train_step.VisionFeatureCache(work / f"vision-cache-{mode}", base.transformer.visual)
+            loss_fn = train_step.optimized_loss(cache)
+            base.loss_backend = backend
+        for checkpointing in checkpointings:
+            set_checkpointing(base, checkpointing)
+            for length in lengths:
+                extra = {"attn": attn, "loss": "full logits" if path == "eager" else backend}
+                try:
+                    measure(
+                        part, model, mode, path, length, checkpointing, loss_fn, config, plan, peak, extra
+                    )
+                except Exception as exc:
+                    if path == "eager" or backend != "cce":
+                        raise
+                    # CCE's kernels break across Triton versions (the product probes them): chunks instead.
+                    part.note(
+                        f"cut-cross-entropy failed ({type(exc).__name__}: {str(exc)[:200]}): chunked loss"
+                    )
+                    free_cuda()
+                    backend = base.loss_backend = extra["loss"] = "chunked"
+                    measure(
+                        part, model, mode, path, length, checkpointing, loss_fn, config, plan, peak, extra
+                    )
+        if path != "eager":
+            part["vision_cache"] = {"hits": cache.hits, "misses": cache.misses}
+        del model, base, loss_fn
+        free_cuda()
 
 
 def run_lora(part: Part, work: Path, plan: Plan) -> None:
@@ -190,11 +204,7 @@ def run_lora(part: Part, work: Path, plan: Plan) -> None:
         work,
         plan,
         "lora-chat",
-        [
-            ("eager", False, plan.lengths),
-            ("optimized", False, plan.lengths),
-            ("optimized", True, plan.lengths),
-        ],
+        [("eager", (False,), plan.lengths), ("optimized", (False, True), plan.lengths)],
     )
 
 
@@ -204,7 +214,7 @@ def run_qlora(part: Part, work: Path, plan: Plan) -> None:
         import bitsandbytes  # noqa: F401
     except ImportError as exc:
         raise RuntimeError(f"bitsandbytes is not installed ({exc}): carry its wheel (wheels.sh)") from exc
-    run_mode(part, work, plan, "qlora-nf4", [("optimized", True, plan.qlora_lengths)])
+    run_mode(part, work, plan, "qlora-nf4", [("optimized", (True,), plan.qlora_lengths)])
 
 
 def run_lora_base(part: Part, work: Path, plan: Plan) -> None:
@@ -214,5 +224,5 @@ def run_lora_base(part: Part, work: Path, plan: Plan) -> None:
         work,
         plan,
         "lora-base",
-        [("eager", False, plan.base_lengths), ("optimized", False, plan.base_lengths)],
+        [("eager", (False,), plan.base_lengths), ("optimized", (False,), plan.base_lengths)],
     )
