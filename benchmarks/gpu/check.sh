@@ -105,8 +105,11 @@ fi
 PYPATH="$ROOT/src"
 [ "$GPUKIT_INSTALL" = ok ] && PYPATH="$PYPATH:$SITE"
 export PYTHONPATH="$PYPATH${PYTHONPATH:+:$PYTHONPATH}"
+# The product's cache (vocabulary, data scans) in the work folder: the carried vocabulary, else this machine's.
+mkdir -p "$WORK/cache"
 if [ -f "$WHEELS/qwen.tiktoken" ] && [ "$DRY" = 0 ]; then
-    mkdir -p "$WORK/cache" && cp "$WHEELS/qwen.tiktoken" "$WORK/cache/"
+    cp "$WHEELS/qwen.tiktoken" "$WORK/cache/" && export QWENVL_TRAIN_CACHE="$WORK/cache"
+elif "$PY" -m qwenvl_train vocab --dest "$WORK/cache" >>"$LOG" 2>&1; then
     export QWENVL_TRAIN_CACHE="$WORK/cache"
 fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false WANDB_MODE=disabled
