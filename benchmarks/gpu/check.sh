@@ -16,6 +16,7 @@
 #    runs/gpu-check, and prints check.md.
 #
 # --dry-run: the same steps on the CPU with the tiny model, in about a minute and a half (the test suite runs it).
+# GPUKIT_LOSS=chunked: the optimized training rows without cut-cross-entropy (a rerun after its kernels failed).
 # Exit status: 0 when every step's status is ok.
 set -uo pipefail
 
@@ -29,7 +30,7 @@ DEST="${OUT:-}"
 BUDGET=""
 ONLY=""
 
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n "2,/^set -uo/p" "${BASH_SOURCE[0]}" | sed "/^set -uo/d; s/^# \{0,1\}//"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --dry-run) DRY=1 ;;

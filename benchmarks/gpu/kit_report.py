@@ -145,6 +145,9 @@ def train_table(rows: list[dict]) -> list[str]:
     body = []
     for r in rows:
         if "s_it" not in r:
+            checkpointing = "on" if r.get("checkpointing") else "off"
+            body.append([r.get("mode"), r.get("length"), r.get("path"), r.get("attn"), r.get("loss"), checkpointing,
+                         f"**{r.get('error', 'no figures')}**"] + [""] * 7)  # fmt: skip
             continue
         base = eager.get((r["mode"], r["length"]))
         ratio = f"{r['s_it'] / base:.3f}" if base and r["path"] != "eager" else ""

@@ -18,6 +18,7 @@ allocator's reserved peak (nearer to what nvidia-smi shows).
 from __future__ import annotations
 
 import importlib.util
+import os
 import statistics
 import time
 from pathlib import Path
@@ -155,6 +156,7 @@ def run_mode(
         "warmup": plan.warmup,
     }
     backend = "cce" if dev.type == "cuda" and importlib.util.find_spec("cut_cross_entropy") else "chunked"
+    backend = os.environ.get("GPUKIT_LOSS") or backend  # GPUKIT_LOSS=chunked: a rerun after CCE broke the GPU
     for path, checkpointings, lengths in settings:
         start = time.perf_counter()
         model, attn = train_step.build(folder, mode, "eager" if path == "eager" else fast, dev, None)
@@ -175,10 +177,13 @@ def run_mode(
             set_checkpointing(base, checkpointing)
             for length in lengths:
                 extra = {"attn": attn, "loss": "full logits" if path == "eager" else backend}
+                args = (part, model, mode, path, length, checkpointing, loss_fn, config, plan, peak, extra)
                 try:
-                    measure(
-                        part, model, mode, path, length, checkpointing, loss_fn, config, plan, peak, extra
-                    )
+                    measure(*args)
+                except torch.OutOfMemoryError:
+                    free_cuda()
+                    part.row(mode=mode, path=path, length=length, checkpointing=checkpointing, error="out of memory",
+                             **extra, **{"pass": False})  # fmt: skip
                 except Exception as exc:
                     if path == "eager" or backend != "cce":
                         raise
@@ -188,9 +193,7 @@ def run_mode(
                     )
                     free_cuda()
                     backend = base.loss_backend = extra["loss"] = "chunked"
-                    measure(
-                        part, model, mode, path, length, checkpointing, loss_fn, config, plan, peak, extra
-                    )
+                    measure(*args)
         if path != "eager":
             part["vision_cache"] = {"hits": cache.hits, "misses": cache.misses}
         del model, base, loss_fn
