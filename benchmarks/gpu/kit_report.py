@@ -52,6 +52,7 @@ def goals(lora_rows: list[dict], dry_run: bool) -> list[dict]:
             r
             for r in lora_rows
             if r.get("mode") == "lora-chat"
+            and "s_it" in r
             and r.get("path") == "optimized"
             and r.get("length") == length
             and (checkpointing is None or r.get("checkpointing") == checkpointing)
