@@ -10,10 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ["setup", "parity", "lora", "qlora", "lora-base", "cli", "generate"]
 
 
+@pytest.mark.slow  # ten processes, about 1.5 min on two quiet cores: CI runs it, make test-fast does not
 def test_check_sh_dry_run_runs_every_step_and_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="2")
