@@ -118,6 +118,11 @@ def checked_address(url: str, policy: ImagePolicy, param: str) -> tuple[urllib.p
 # Fetching ---------------------------------------------------------------------------------------------------
 
 
+def connect(address: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to an address that passed the SSRF check (the only place the fetcher connects)."""
+    return socket.create_connection((address, port), timeout)
+
+
 class _PinnedConnection(http.client.HTTPConnection):
     """An HTTP(S) connection to an address already checked, speaking to ``host`` (Host header, TLS name)."""
 
@@ -127,7 +132,7 @@ class _PinnedConnection(http.client.HTTPConnection):
         self.tls = tls
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = connect(self.address, self.port, self.timeout)
         if self.tls:
             self.sock = ssl.create_default_context().wrap_socket(self.sock, server_hostname=self.host)
 
