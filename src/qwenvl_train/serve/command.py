@@ -96,15 +96,16 @@ def build_state(model: Any, tokenizer: Any, args: argparse.Namespace, name: str)
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, then serve until interrupted."""
-    import uvicorn
-
     from ..inference.loading import load_for_inference, resolve_folders
-    from .app import create_app
 
     if args.allow_local_images and not Path(args.allow_local_images).is_dir():
         print(f"error: --allow-local-images {args.allow_local_images}: not a folder", file=sys.stderr)
         return 1
-    model_dir, adapter_dir = resolve_folders(args.model, args.adapter)
+    model_dir, adapter_dir = resolve_folders(args.model, args.adapter)  # a bad folder fails before the imports
+    import uvicorn
+
+    from .app import create_app
+
     name = args.name or (adapter_dir or model_dir).resolve().name
     model, tokenizer = load_for_inference(args.model, args.adapter, args.dtype, args.device)
     state = build_state(model, tokenizer, args, name)
