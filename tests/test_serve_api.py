@@ -174,11 +174,11 @@ def test_boxes_field_through_the_server(loaded, monkeypatch) -> None:
         f" and {st.BOX_START}(1,2){st.BOX_END} {st.BOX_START}(3,4"
     )
     script, _ = encode_markup(tokenizer, answer, model.config.n_queries)
-    counters: dict[int, int] = {}
+    counters: dict[int, tuple[object, int]] = {}  # the sampling kept alive: its id is not reused
 
     def scripted(logits, sampling, seen) -> int:
-        step = counters.get(id(sampling), 0)
-        counters[id(sampling)] = step + 1
+        step = counters.get(id(sampling), (sampling, 0))[1]
+        counters[id(sampling)] = (sampling, step + 1)
         return script[step] if step < len(script) else st.IM_END_ID
 
     monkeypatch.setattr(engine, "pick", scripted)

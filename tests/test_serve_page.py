@@ -22,6 +22,31 @@ from serve_fixtures import running_server
 
 STATIC = Path(__file__).resolve().parents[1] / "src" / "qwenvl_train" / "serve" / "static"
 
+#: A picture drawn on a canvas and pasted into the question box, as a user pasting a screenshot.
+PASTE_A_PICTURE = """
+new Promise((resolve) => {
+  const canvas = document.createElement('canvas');
+  canvas.width = 120; canvas.height = 90;
+  const g = canvas.getContext('2d');
+  g.fillStyle = '#eeeeee'; g.fillRect(0, 0, 120, 90); g.fillStyle = '#2040e0'; g.fillRect(30, 20, 40, 40);
+  canvas.toBlob((blob) => {
+    const data = new DataTransfer();
+    data.items.add(new File([blob], 'pasted.png', {type: 'image/png'}));
+    const event = new ClipboardEvent('paste', {clipboardData: data, bubbles: true, cancelable: true});
+    document.getElementById('question').dispatchEvent(event);
+    resolve(true);
+  }, 'image/png');
+})
+"""
+
+
+def recording(submit, sent: list):
+    def record(self, job) -> None:
+        sent.append(job)
+        submit(self, job)
+
+    return record
+
 
 def test_page_and_its_files_are_served_and_fetch_nothing_from_elsewhere(tiny_model_dir: Path) -> None:
     from qwenvl_train.inference.loading import load_for_inference
@@ -64,11 +89,11 @@ def test_chat_page_in_chromium(demo_model: Path, tmp_path: Path, monkeypatch) ->
     model, tokenizer = load_for_inference(str(demo_model), device="cpu")
     answer = grounding_answer(shape, chinese=False)
     script, _ = encode_markup(tokenizer, answer, model.config.n_queries)
-    steps: dict[int, int] = {}
+    steps: dict[int, tuple[object, int]] = {}  # the sampling kept alive: its id is not reused
 
     def scripted(logits, sampling, seen) -> int:  # the model runs; its choices are the trained answer's
-        step = steps.get(id(sampling), 0)
-        steps[id(sampling)] = step + 1
+        step = steps.get(id(sampling), (sampling, 0))[1]
+        steps[id(sampling)] = (sampling, step + 1)
         return script[step] if step < len(script) else st.IM_END_ID
 
     monkeypatch.setattr(engine, "pick", scripted)
@@ -104,6 +129,25 @@ def test_chat_page_in_chromium(demo_model: Path, tmp_path: Path, monkeypatch) ->
             screenshot = os.environ.get("QWENVL_TRAIN_SCREENSHOT")
             if screenshot:
                 browser.screenshot(Path(screenshot))
+            # A second turn with a pasted picture: it is Picture 2, the history goes with the question.
+            sent: list[dict] = []
+            monkeypatch.setattr(engine.Engine, "submit", recording(engine.Engine.submit, sent))
+            browser.evaluate(PASTE_A_PICTURE)
+            browser.wait_for("document.querySelectorAll('#attachments img').length === 1")
+            browser.evaluate(
+                "document.getElementById('question').value = 'And now?';"
+                "document.getElementById('send').click(); true"
+            )
+            browser.wait_for(
+                "document.querySelectorAll('.msg.assistant[data-done]').length === 2", timeout=60
+            )
+            captions = browser.evaluate(
+                "[...document.querySelectorAll('.thumbs figcaption')].map(c => c.textContent)"
+            )
+            assert captions == ["Picture 1", "Picture 2"]
+            assert browser.evaluate("document.querySelectorAll('.figure .box').length") == 2
+            (job,) = sent
+            assert job.pixels is not None and job.pixels.shape[0] == 2  # both pictures: the history was sent
             browser.evaluate("document.getElementById('reset').click(); true")
             assert browser.evaluate("document.querySelectorAll('#log .msg').length") == 0
         finally:
