@@ -123,6 +123,18 @@ CASES = {
         "invalid_url",
         "messages[0].content[0].image_url",
     ),
+    "invalid URL": (
+        {"messages": [user([image("http://[::1/a.png")])]},
+        400,
+        "invalid_url",
+        "messages[0].content[0].image_url",
+    ),
+    "invalid port": (
+        {"messages": [user([image("http://example.com:http/a.png")])]},
+        400,
+        "invalid_url",
+        "messages[0].content[0].image_url",
+    ),
     "local path without --allow-local-images": (
         {"messages": [user([image("/etc/hostname")])]},
         400,

@@ -204,6 +204,9 @@ def test_local_images_stay_inside_their_folder(tmp_path: Path) -> None:
                    f"file://{tmp_path}/secret.png", "/etc/passwd"):  # fmt: skip
         refused(lambda escape=escape: images.load(escape, policy, PARAM, SIZE), "forbidden_path")
     refused(lambda: images.load("sub/none.png", policy, PARAM, SIZE), "invalid_image")
+    refused(lambda: images.load("sub/a\0.png", policy, PARAM, SIZE), "forbidden_path")
+    (root / "loop").symlink_to(root / "loop")
+    refused(lambda: images.load("loop/a.png", policy, PARAM, SIZE), "forbidden_path")
     refused(lambda: images.load("sub/a.png", ImagePolicy(), PARAM, SIZE), "forbidden_path")
 
 

@@ -101,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     if args.allow_local_images and not Path(args.allow_local_images).is_dir():
         print(f"error: --allow-local-images {args.allow_local_images}: not a folder", file=sys.stderr)
         return 1
-    model_dir, adapter_dir = resolve_folders(args.model, args.adapter)  # a bad folder fails before the imports
+    model_dir, adapter_dir = resolve_folders(
+        args.model, args.adapter
+    )  # a bad folder fails before the imports
     import uvicorn
 
     from .app import create_app
@@ -112,7 +114,14 @@ def run(args: argparse.Namespace) -> int:
     url = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
     print(f"serving {name!r}: API {url}/v1 (OpenAI-compatible), chat page {url}/ - Ctrl-C stops", flush=True)
     try:
-        uvicorn.run(create_app(state), host=args.host, port=args.port, log_level="warning")
+        # Ctrl-C: open streams get 5 s to end, then the server stops (a second Ctrl-C stops it at once).
+        uvicorn.run(
+            create_app(state),
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+        )
     finally:
         state.engine.close()
     return 0

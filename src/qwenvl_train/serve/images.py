@@ -88,15 +88,16 @@ def checked_address(url: str, policy: ImagePolicy, param: str) -> tuple[urllib.p
     Raises:
         APIError: not http(s), no host, the host does not resolve, or an address it has is not public.
     """
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise _refuse(param, f"{url!r} is not a valid URL ({exc})", "invalid_url") from None
     if parts.scheme not in ("http", "https"):
         raise _refuse(param, f"only http(s) image URLs are fetched, not {parts.scheme!r}", "invalid_url")
     if not parts.hostname:
         raise _refuse(param, f"{url!r} has no host", "invalid_url")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise _refuse(param, f"{url!r} has an invalid port", "invalid_url") from None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         addresses = resolve(parts.hostname, port)
     except (OSError, UnicodeError) as exc:
@@ -236,7 +237,10 @@ def local_path(ref: str, policy: ImagePolicy, param: str) -> Path:
     if ref.startswith("file://"):
         ref = urllib.parse.unquote(urllib.parse.urlsplit(ref).path)
     root = policy.local_dir.resolve()
-    path = (Path(ref) if os.path.isabs(ref) else root / ref).resolve()
+    try:
+        path = (Path(ref) if os.path.isabs(ref) else root / ref).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a symlink loop...
+        raise _refuse(param, f"{ref!r} is not a usable path ({exc})", "forbidden_path") from None
     if not path.is_relative_to(root):
         raise _refuse(param, f"{ref!r} is outside the folder of local images", "forbidden_path")
     if not path.is_file():
