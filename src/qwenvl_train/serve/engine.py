@@ -272,7 +272,8 @@ class Engine:
             self.model.transformer._ntk_alpha = alpha
 
     def _logits(self, hidden_logits: torch.Tensor) -> torch.Tensor:
-        logits = hidden_logits[:, -1, :].float()
+        """The last position's logits of every row, float32 on the CPU (where each row's generator lives)."""
+        logits = hidden_logits[:, -1, :].float().cpu()
         if len(self.suppress):
             logits[:, self.suppress] = float("-inf")
         return logits
