@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stamp-install
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint format clean merge demo
+.PHONY: install test test-fast lint format clean merge demo serve
 
 install: $(STAMP)
 
@@ -41,6 +41,11 @@ merge: $(STAMP)
 DEMO_OUT ?= runs/demo
 demo: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m qwenvl_train demo --out "$(DEMO_OUT)" $(if $(DEMO_STEPS),--steps $(DEMO_STEPS)) $(DEMO_ARGS)
+
+# make serve MODEL=DIR [SERVE_ARGS="--port 8080 --api-key KEY"]: the OpenAI-compatible API and the chat page.
+serve: $(STAMP)
+	$(if $(MODEL),,$(error usage: make serve MODEL=DIR [SERVE_ARGS="..."]))
+	$(PY) -m qwenvl_train serve --model "$(MODEL)" $(SERVE_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

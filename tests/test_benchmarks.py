@@ -68,6 +68,18 @@ def test_data_pipeline_prints_samples_per_second_per_worker_count_and_the_step()
     assert any(stage.startswith("training step, tiny, 64 tokens") for stage, _ in rates)
 
 
+def test_serve_load_prints_its_table() -> None:
+    out = run(
+        "serve_load.py", "--clients", "1", "2", "--duration", "1", "--batch-sizes", "2", "--max-tokens", "3",
+        "--soak", "0",
+    )  # fmt: skip
+    header, rows = table_rows(out, "req/s")
+    for column in ("batch", "clients", "req/s", "tok/s", "ttft", "lat"):
+        assert column in header
+    assert [row[:2] for row in rows] == [["2", "1"], ["2", "2"]]
+    assert all(int(row[2]) > 0 and float(row[3]) > 0 for row in rows)
+
+
 def test_hard_inputs_prints_the_peak_memory_of_check_data_per_input() -> None:
     out = run("hard_inputs.py", "--csv-mb", "2", "--record-mb", "1")
     header, rows = table_rows(out, "peak MiB")

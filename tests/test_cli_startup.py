@@ -109,12 +109,24 @@ def test_third_party_noise_only_when_verbose(tmp_path: Path, verbose: bool) -> N
         assert lines == ["a real error"]
 
 
-@pytest.mark.parametrize("first_import", ["import qwenvl_train", "import qwenvl_train.model"])
+@pytest.mark.parametrize(
+    "first_import",
+    [
+        "import qwenvl_train",
+        "import qwenvl_train.model",
+        "import qwenvl_train.tokenizer",
+        "import qwenvl_train.model.vision",
+        "import transformers.models.auto.modeling_auto; import qwenvl_train",
+        "import qwenvl_train; import transformers.modeling_layers",
+    ],
+)
 def test_auto_classes_find_the_model_after_a_plain_import(
     tmp_path: Path, tiny_model_dir: Path, first_import: str
 ) -> None:
     """``import qwenvl_train`` (nothing else) then the Auto classes load an original checkpoint folder, whichever
-    module imported transformers first."""
+    module imported transformers first: also when transformers loads its Auto module from the middle of another
+    module (``transformers.modeling_layers`` imports ``AutoModel`` before defining what our model needs), and when
+    transformers' Auto module was loaded before ``qwenvl_train``."""
     code = (
         f"{first_import}\n"
         "from transformers import AutoModelForCausalLM, AutoTokenizer\n"

@@ -65,6 +65,18 @@ def test_table_names_every_stage(demo_out):
     assert "merged model answers exactly as the adapter: yes" in table and str(demo_out) in table
 
 
+def test_table_ends_with_the_serve_command(tmp_path):
+    metrics = {"samples": 2, "acc@0.5": 0.5, "mean_iou": 0.4}
+    summary = {
+        "steps": 3, "lora_steps": 1, "merged_answers_as_adapter": True, "loss_curve": "loss.png",
+        "metrics": {"untrained": metrics, "trained": metrics, "lora": metrics, "merged": metrics},
+        "chat": {"question": "q", "answer": "a", "reference": "r", "drawn": None},
+        "seconds": {"train": 1.0}, "output": str(tmp_path),
+    }  # fmt: skip
+    last = format_summary(summary).splitlines()[-1]
+    assert last.startswith(f"try it in the browser: qwenvl-train serve --model {tmp_path / 'merged'}")
+
+
 def test_steps_option():
     assert parse_settings(None) == FULL and parse_settings("small") == SMALL
     assert parse_settings("50").steps == 50

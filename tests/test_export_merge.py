@@ -22,6 +22,10 @@ from export_fixtures import assert_merge_exact, sample_batch, train_adapter
 from qwenvl_train.cli import build_parser
 from qwenvl_train.cli import main as cli_main
 from qwenvl_train.export import MergeError, merge
+from qwenvl_train.format.chat_template import chat_template
+from qwenvl_train.format.render import render_conversation
+from qwenvl_train.format.sample import Turn
+from qwenvl_train.model.visual_config import vision_settings
 from qwenvl_train.tiny import make_tiny
 from train_fixtures import write_dataset
 
@@ -77,9 +81,13 @@ def test_chat_adapter_merges_exactly_into_the_original_layout(
     )  # fmt: skip
     # Everything but the weights is the base's own file: config.json keeps auto_map and, the base being fp32,
     # even torch_dtype.
-    for name in ("generation_config.json", "qwen.tiktoken", "tokenizer_config.json", *REMOTE_CODE):
+    for name in ("generation_config.json", "qwen.tiktoken", *REMOTE_CODE):
         assert (out / name).read_bytes() == (base_dir / name).read_bytes(), name
     assert json.loads((out / "config.json").read_text()) == json.loads((base_dir / "config.json").read_text())
+    # tokenizer_config.json is the base's plus the chat template that renders the training prompt.
+    merged_tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
+    assert merged_tokenizer_config.pop("chat_template") == chat_template(vision_settings(base_dir).n_queries)
+    assert merged_tokenizer_config == json.loads((base_dir / "tokenizer_config.json").read_text())
     printed = capsys.readouterr().out
     assert [line for line in printed.splitlines() if "wrote shard" in line] == [
         f"merge: wrote shard {k}/3 {shard} ({size} GiB)"
@@ -104,6 +112,19 @@ def test_chat_adapter_merges_exactly_into_the_original_layout(
     text = "<|im_start|>user\nPicture 1: <img>a.png</img>\nWhere?<|im_end|>"
     assert tokenizer.encode(text) == AutoTokenizer.from_pretrained(base_dir).encode(text)
     assert tokenizer.encode("<|im_start|>user\n")[:3] == [151644, 872, 198]
+    # Tools that format prompts from the chat template get the ids training rendered.
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Where is the dog?"}]},
+        {"role": "assistant", "content": "<ref>the dog</ref><box>(1,2),(300,400)</box>"},
+    ]
+    templated = tokenizer.apply_chat_template(messages, tokenize=True)
+    templated = list(templated["input_ids"] if hasattr(templated, "keys") else templated)
+    turns = [
+        Turn("user", "Picture 1: <img>a.png</img>\nWhere is the dog?", 0),
+        Turn("assistant", "<ref>the dog</ref><box>(1,2),(300,400)</box>", 1),
+    ]
+    n_queries = vision_settings(base_dir).n_queries
+    assert templated == render_conversation(turns, tokenizer, n_queries=n_queries).input_ids
 
 
 def test_base_checkpoint_adapter_carries_its_trained_wte_and_lm_head(

@@ -1,5 +1,6 @@
-"""How a rank of a distributed run ends (errors.end_process): everything a normal exit does before the interpreter's
-finalization, then nothing of the finalization itself (where freeing communication objects could abort the rank)."""
+"""How a rank of a distributed run ends (training.distributed.end_process): everything a normal exit does before
+the interpreter's finalization, then nothing of the finalization itself (where freeing communication objects could
+abort the rank)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 SCRIPT = """
 import atexit, sys, threading, time
 from pathlib import Path
-from qwenvl_train.errors import end_process
+from qwenvl_train.training.distributed import end_process
 
 out = Path(sys.argv[1])
 atexit.register(lambda: (out / "atexit").write_text("ran"))
@@ -55,7 +56,7 @@ def test_end_process_does_what_an_exit_does_before_finalization(tmp_path: Path, 
 
 
 def test_leave_process_group_without_one_returns_zero() -> None:
-    from qwenvl_train.errors import leave_process_group
+    from qwenvl_train.training.distributed import leave_process_group
 
     assert leave_process_group(barrier=True) == 0
 
@@ -66,7 +67,7 @@ def test_end_process_stops_an_idle_thread_pool(tmp_path: Path) -> None:
     script = tmp_path / "pool.py"
     script.write_text(
         "from concurrent.futures import ThreadPoolExecutor\n"
-        "from qwenvl_train.errors import end_process\n"
+        "from qwenvl_train.training.distributed import end_process\n"
         "pool = ThreadPoolExecutor(2)\n"
         "print(pool.submit(sum, [1, 2]).result())\n"
         "end_process(0)\n"

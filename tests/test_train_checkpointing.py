@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM
 from qwenvl_train.model import register
 from qwenvl_train.tiny import make_tiny
 from qwenvl_train.training import train
-from qwenvl_train.training.arguments import parse_args, settings_line
+from qwenvl_train.training.arguments import parse_args
+from qwenvl_train.training.summary import settings_line
 from train_fixtures import cpu_args, write_dataset
 
 IMG, IMG_END, IMG_PAD = 151857, 151858, 151859

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 import qwenvl_train.training.run as run
 from qwenvl_train.cli import main
 from qwenvl_train.training import train
-from qwenvl_train.training.final_save import STAGING_NAME
 from qwenvl_train.training.help import help_path
+from qwenvl_train.training.run_checkpoints import STAGING_NAME
 from qwenvl_train.training.trainer import QwenVLTrainer
 from train_fixtures import cpu_args, write_dataset
 

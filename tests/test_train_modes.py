@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from qwenvl_train.training import train
-from qwenvl_train.training.prepare import count_parameters, part_of
-from qwenvl_train.training.trainer import format_count
+from qwenvl_train.training.prepare import count_parameters, matches_target, part_of
+from qwenvl_train.training.summary import format_count
 from train_fixtures import cpu_args, logged_losses, write_dataset
 
 
@@ -29,6 +29,21 @@ def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def base_weights(tiny_model_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(tiny_model_dir / "model.safetensors"))
+
+
+def test_lora_target_rule_is_written_once() -> None:
+    """--lora_target / --modules_to_save name a module by its name or a dotted suffix: one function says so, and
+    it is the only place in the package that tests a name that way (LoRA set-up and the disk estimate use it)."""
+    assert matches_target("transformer.h.0.attn.c_proj", ["attn.c_proj"])
+    assert matches_target("lm_head", ["lm_head"])
+    assert not matches_target("transformer.h.0.mlp.c_proj", ["attn.c_proj"])
+    assert not matches_target("transformer.h.0.attn.xc_proj", ["c_proj"])
+    src = Path(__file__).resolve().parents[1] / "src" / "qwenvl_train"
+    places = [(path.name, line.strip()) for path in sorted(src.rglob("*.py"))
+              for line in path.read_text().splitlines() if 'endswith("." +' in line]  # fmt: skip
+    assert places == [
+        ("prepare.py", 'return any(name == target or name.endswith("." + target) for target in targets)')
+    ]
 
 
 def assert_self_contained(out: Path, adapter: bool = False) -> None:

@@ -18,7 +18,8 @@ from transformers import TrainerCallback
 import qwenvl_train.training.run as run
 from qwenvl_train.training import parse_args, train
 from qwenvl_train.training.prepare import load_model, load_tokenizer, prepare_model
-from qwenvl_train.training.trainer import NonFiniteLossError, resolve_resume
+from qwenvl_train.training.run_checkpoints import resolve_resume
+from qwenvl_train.training.trainer import NonFiniteLossError
 from train_fixtures import cpu_args, write_dataset
 
 

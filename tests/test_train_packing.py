@@ -14,8 +14,9 @@ from qwenvl_train.data import DataCollator
 from qwenvl_train.data.collator import PackingCollator
 from qwenvl_train.model import register
 from qwenvl_train.training import train
-from qwenvl_train.training.arguments import parse_args, settings_line
-from qwenvl_train.training.packing import PackedBatchSampler, pack_in_order
+from qwenvl_train.training.arguments import parse_args
+from qwenvl_train.training.sampler import PackedBatchSampler, pack_in_order
+from qwenvl_train.training.summary import settings_line
 from train_fixtures import cpu_args, logged_losses, snapshot, write_dataset
 
 IMG_START, IMG_END, IMG_PAD = 151857, 151858, 151859

@@ -1,6 +1,7 @@
 """Before anything loads: one-line errors (exit status 1, once under torchrun, traceback only with
-QWENVL_TRAIN_DEBUG=1), GPU-only options on a machine without CUDA, ``--config`` values checked like the command
-line, the checkpoint's kind and quantization read from its own files, the output folder and the disk space."""
+QWENVL_TRAIN_DEBUG=1), ``--config`` values checked like the command line, the checkpoint's kind and quantization
+read from its own files, the output folder and the disk space. (The checks on the options alone, GPU-only options
+among them: test_train_validate.py.)"""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ import qwenvl_train.training.run as run
 from qwenvl_train.cli import main
 from qwenvl_train.errors import CheckpointError, ConfigurationError
 from qwenvl_train.training import parse_args
-from qwenvl_train.training.checkpoint import detect_kind, quant_method, resolve_kind
-from train_fixtures import cpu_args, write_dataset
+from qwenvl_train.training.base_checkpoint import detect_kind, quant_method, resolve_kind
+from qwenvl_train.training.summary import format_bytes
+from train_fixtures import cpu_args, one_line, write_dataset
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -54,12 +56,6 @@ def light_copy(model_dir: Path, dest: Path, **generation: object) -> Path:
         json.dumps({k: v for k, v in config.items() if v is not None})
     )
     return dest
-
-
-def one_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def test_known_error_is_one_line_exit_1_printed_by_rank_0_only(
@@ -99,33 +95,6 @@ def test_rank_and_debug_decide_what_is_printed(
     err = capsys.readouterr().err
     assert err.startswith("Traceback") and "CheckpointError" in err
     assert err.splitlines()[-1] == f"qwenvl-train: {model}: no config.json, so not a model checkpoint folder"
-
-
-@pytest.mark.parametrize(
-    ("extra", "expected"),
-    [
-        (["--bf16", "true"], "--bf16 needs a CUDA GPU and this machine has none: add --use_cpu true --bf16 false"),
-        (["--fp16"], "--fp16 needs a CUDA GPU and this machine has none: add --use_cpu true --fp16 false"),
-        (["--ddp_backend", "nccl"], "--ddp_backend nccl needs CUDA GPUs and this machine has none: use --ddp_backend gloo"),
-    ],
-)  # fmt: skip
-def test_gpu_only_options_without_cuda(
-    tiny_model_dir: Path,
-    data_file: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    no_model: None,
-    extra: list[str],
-    expected: str,
-) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    argv = ["--model_name_or_path", str(tiny_model_dir), "--data_path", str(data_file)]
-    argv += ["--output_dir", str(tmp_path / "out"), *extra]
-    assert main(["train", *argv]) == 1
-    assert one_line(capsys.readouterr().err).startswith(f"qwenvl-train: {expected}")
-    if extra[0] == "--bf16":  # bf16 on the CPU, asked for explicitly, is allowed
-        assert parse_args([*argv, "--use_cpu", "true"]).training.bf16
 
 
 @pytest.mark.parametrize(
@@ -257,7 +226,7 @@ def test_disk_space_warning_names_both_figures(
     monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: usage(0, 0, 5 << 20))
     warning = preflight.disk_space_warning(args)
     assert warning is not None and "has 5.0 MB free" in warning
-    assert f"will save about {preflight.format_bytes(full.total)}" in warning
+    assert f"will save about {format_bytes(full.total)}" in warning
     monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: usage(0, 0, full.total))
     assert preflight.disk_space_warning(args) is None
 

@@ -69,6 +69,13 @@ def cpu_args(model_dir: Path, data: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def one_line(err: str) -> str:
+    """The single line a known error prints (no traceback); fails the test otherwise."""
+    lines = err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A detached copy of every parameter, by name."""
     return {name: p.detach().clone() for name, p in model.named_parameters()}

@@ -16,8 +16,8 @@ import torch.distributed as dist
 
 import qwenvl_train.training.run as run
 from qwenvl_train.training.arguments import parse_args
+from qwenvl_train.training.distributed import setup_distributed
 from qwenvl_train.training.prepare import load_tokenizer
-from qwenvl_train.training.trainer import setup_distributed
 
 
 def main() -> None:

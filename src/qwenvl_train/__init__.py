@@ -1,7 +1,7 @@
 """qwenvl-train: fine-tune Qwen-VL, Qwen-VL-Chat and Qwen-VL-Chat-Int4 natively on current transformers.
 
 Importing the package is cheap (no torch, no transformers); the native classes are registered with the
-transformers Auto* factories as soon as transformers is imported (see :mod:`.registration`), so an original
+transformers Auto* factories as soon as transformers loads each factory (see :mod:`.registration`), so an original
 checkpoint directory loads with ``AutoModelForCausalLM.from_pretrained(dir)`` and
 ``AutoTokenizer.from_pretrained(dir)`` and no remote code.
 """

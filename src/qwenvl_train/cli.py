@@ -9,6 +9,7 @@
     qwenvl-train merge --adapter DIR --output DIR [--base DIR]  merge an adapter into its base (original layout)
     qwenvl-train chat --model DIR [--adapter DIR] [--image PATH]... [QUESTION]  ask, or chat interactively
     qwenvl-train eval --model DIR [--adapter DIR] --data FILE [--out F.json]  score answers (IoU, exact match)
+    qwenvl-train serve --model DIR [--adapter DIR] [--port N]  OpenAI-compatible API and chat page
 
 Each sub-command lives in the module of its concern; this file only wires them together, importing nothing
 heavy: ``--help`` answers at once, and torch/transformers load only in the command that needs them.
@@ -83,8 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat_cli.add_parser(sub)
     eval_cli.add_parser(sub)
+    from .serve.command import add_parser as add_serve
 
-    from .export.merge import add_parser as add_merge
+    add_serve(sub)
+
+    from .export.merging import add_parser as add_merge
 
     add_merge(sub)
 

@@ -4,8 +4,6 @@ so importing the package stays cheap (no torch, no transformers). Cheap to impor
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,20 +20,3 @@ def lazy_getattr(package: str, names: Mapping[str, str]) -> Callable[[str], Any]
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__
-
-
-def keep_function_over_submodule(package: str, name: str) -> None:
-    """Keep ``package.name`` the function of that name when its submodule of the same name is imported.
-
-    The import system binds each imported submodule on its package, which would replace the function (e.g.
-    ``qwenvl_train.data.scan``, the function, by the module ``qwenvl_train.data.scan``); the submodule stays
-    reachable as ``importlib.import_module(f"{package}.{name}")``.
-    """
-
-    class _Package(types.ModuleType):
-        def __setattr__(self, attr: str, value: Any) -> None:
-            if attr == name and isinstance(value, types.ModuleType):
-                return
-            super().__setattr__(attr, value)
-
-    sys.modules[package].__class__ = _Package

@@ -2,72 +2,72 @@
 
 ``import qwenvl_train`` must stay cheap (the CLI answers ``--help`` in well under a second), yet
 ``import qwenvl_train; AutoModelForCausalLM.from_pretrained(dir)`` must find the Qwen-VL classes. So the package
-installs a small import hook: the moment transformers is imported (by the user or by this package), the config,
-model and tokenizer classes are registered. When transformers is already loaded, registration happens at once.
+installs one import hook (:func:`install`, run by ``import qwenvl_train``): once transformers has loaded the
+module defining an Auto factory, the matching Qwen-VL classes are imported and registered with it:
 
-Registration imports :mod:`qwenvl_train.model` and :mod:`qwenvl_train.tokenizer`; when transformers is first
-imported *by one of those* (half-initialized at that moment), registration waits until that module finishes and
-calls :func:`register_when_ready` at its end.
+- ``transformers.models.auto.configuration_auto`` -> ``AutoConfig``: :mod:`.model.configuration`;
+- ``transformers.models.auto.tokenization_auto`` -> ``AutoTokenizer``: :mod:`.tokenizer`;
+- ``transformers.models.auto.modeling_auto`` -> ``AutoModel``, ``AutoModelForCausalLM``: :mod:`.model.modeling`.
+
+So a process that only tokenizes (``check-data``) never imports the model, and the classes never import this
+module: the dependency goes one way. The registration waits until no module of transformers or of this package
+is half-imported (see :func:`.import_hooks.after_import`), since transformers imports its Auto modules from the
+middle of other modules. :func:`register` does all three at once (idempotent).
+
+The modules registered are imported only inside the call-backs; this module sits in the model's layer, beside
+the classes it registers (the layer map is in ``tests/test_layering.py`` and ``docs/architecture.md``).
 """
 
 from __future__ import annotations
 
-import sys
+import importlib
+from collections.abc import Callable
 from types import ModuleType
 
 from .import_hooks import after_import
 
-#: Modules registration imports; while one of them is being initialized, registration must wait for it.
-_REGISTRATION_MODULES = ("qwenvl_train.model", "qwenvl_train.tokenizer", "qwenvl_train.format")
-_state = {"registered": False}
+#: Packages that must be idle (nothing half-imported) before a registration imports the classes.
+SETTLE = ("transformers", "qwenvl_train")
+
+
+def _register_config(auto: ModuleType) -> None:
+    from .model.configuration import QwenVLConfig
+
+    auto.AutoConfig.register(QwenVLConfig.model_type, QwenVLConfig, exist_ok=True)
+
+
+def _register_tokenizer(auto: ModuleType) -> None:
+    from .model.configuration import QwenVLConfig
+    from .tokenizer import QWenTokenizer, QwenVLTokenizer
+
+    auto.AutoTokenizer.register(
+        QwenVLConfig, tokenizer_class=QwenVLTokenizer, slow_tokenizer_class=QWenTokenizer, exist_ok=True
+    )
+
+
+def _register_models(auto: ModuleType) -> None:
+    from .model.configuration import QwenVLConfig
+    from .model.modeling import QwenVLForCausalLM, QwenVLModel
+
+    auto.AutoModel.register(QwenVLConfig, QwenVLModel, exist_ok=True)
+    auto.AutoModelForCausalLM.register(QwenVLConfig, QwenVLForCausalLM, exist_ok=True)
+
+
+#: transformers module defining Auto factories -> the registration of our classes with them.
+REGISTRATIONS: dict[str, Callable[[ModuleType], None]] = {
+    "transformers.models.auto.configuration_auto": _register_config,
+    "transformers.models.auto.tokenization_auto": _register_tokenizer,
+    "transformers.models.auto.modeling_auto": _register_models,
+}
 
 
 def register() -> None:
-    """Register config, model and tokenizer with the transformers Auto classes (idempotent)."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
-
-    from .model.configuration import QwenVLConfig
-    from .model.modeling import QwenVLForCausalLM, QwenVLModel
-    from .tokenizer import QWenTokenizer, QwenVLTokenizer
-
-    AutoConfig.register(QwenVLConfig.model_type, QwenVLConfig, exist_ok=True)
-    AutoModel.register(QwenVLConfig, QwenVLModel, exist_ok=True)
-    AutoModelForCausalLM.register(QwenVLConfig, QwenVLForCausalLM, exist_ok=True)
-    AutoTokenizer.register(
-        QwenVLConfig, tokenizer_class=QwenVLTokenizer, slow_tokenizer_class=QWenTokenizer, exist_ok=True
-    )
-    _state["registered"] = True
-
-
-def _initializing(name: str) -> bool:
-    module = sys.modules.get(name)
-    spec = getattr(module, "__spec__", None)
-    return bool(getattr(spec, "_initializing", False))
-
-
-def register_when_ready(caller: str | None = None) -> None:
-    """Register now if transformers is loaded and no module registration needs is half-initialized.
-
-    Args:
-        caller: the module calling this at its very end (complete, though Python still marks it initializing).
-    """
-    if _state["registered"] or "transformers" not in sys.modules:
-        return
-    busy = [
-        name
-        for name in list(sys.modules)
-        if name != caller
-        and any(name == m or name.startswith(m + ".") for m in _REGISTRATION_MODULES)
-        and _initializing(name)
-    ]
-    if not busy:
-        register()
-
-
-def _on_transformers(module: ModuleType) -> None:
-    register_when_ready()
+    """Register config, model and tokenizer with the transformers Auto classes now (idempotent)."""
+    for name, registration in REGISTRATIONS.items():
+        registration(importlib.import_module(name))
 
 
 def install() -> None:
-    """Register when transformers gets imported (at once when it already is)."""
-    after_import("transformers", _on_transformers)
+    """Register each class once transformers loads its Auto factory (at once for those already loaded)."""
+    for name, registration in REGISTRATIONS.items():
+        after_import(name, registration, settle=SETTLE)

@@ -265,8 +265,3 @@ class QwenVLTokenizer(PreTrainedTokenizer):
 
 class QWenTokenizer(QwenVLTokenizer):
     """Alias under the original class name, so tokenizer_config.json files of the original load as is."""
-
-
-from .registration import register_when_ready  # noqa: E402
-
-register_when_ready(__name__)  # when transformers was first imported by this module

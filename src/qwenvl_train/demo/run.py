@@ -201,6 +201,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"loss curve: {summary['loss_curve']}",
         f"drawn answer: {chat['drawn'] or '(no box in the answer)'}",
         f"everything (eval_*.json, summary.json, models): {summary['output']}",
+        f"try it in the browser: qwenvl-train serve --model {Path(summary['output']) / 'merged'}"
+        "   (chat page http://127.0.0.1:8000/, OpenAI-compatible API /v1)",
     ]
     return "\n".join(lines)
 

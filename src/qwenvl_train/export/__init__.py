@@ -1,20 +1,19 @@
-"""Export: merging adapters into their base (:mod:`.merge`), writing the original checkpoint layout
-(:mod:`.layout`) and re-quantizing to 4-bit GPTQ (:mod:`.quantize`)."""
+"""Export: merging adapters into their base (:mod:`.merging`: ``merge`` and ``qwenvl-train merge``), writing the
+original checkpoint layout (:mod:`.layout`) and re-quantizing to 4-bit GPTQ (:mod:`.quantize`).
+
+The module is ``merging``, not ``merge``, so that importing it never hides the function ``export.merge``."""
 
 from __future__ import annotations
 
-from ..lazy import keep_function_over_submodule, lazy_getattr
+from ..lazy import lazy_getattr
 
 __all__ = ["MergeError", "merge"]
 
 #: Where each public name lives; imported on first access, so importing the package stays cheap.
 _LAZY = {
-    "MergeError": ".merge",
-    "merge": ".merge",
+    "MergeError": ".merging",
+    "merge": ".merging",
 }
 
 
 __getattr__ = lazy_getattr(__name__, _LAZY)
-
-
-keep_function_over_submodule(__name__, "merge")

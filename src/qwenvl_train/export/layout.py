@@ -2,7 +2,7 @@
 
 The folder holds the base's own ``config.json`` (``model_type: "qwen"``, the ``visual`` dict and, when the base
 had them, ``auto_map`` and the remote-code ``.py`` files), ``generation_config.json``, ``qwen.tiktoken``,
-``tokenizer_config.json`` and the weights as safetensors shards (``model.safetensors``, or
+``tokenizer_config.json`` (with a ``chat_template`` that renders the training prompt) and the weights as safetensors shards (``model.safetensors``, or
 ``model-0000k-of-0000n.safetensors`` plus ``model.safetensors.index.json``). It is written in a hidden folder
 beside the output and renamed at the end: an interrupted export never leaves a half-written model under the
 output name.
@@ -70,6 +70,20 @@ def copy_model_files(base: Path, adapter: Path, folder: Path) -> list[str]:
             shutil.copyfile(adapter / name, folder / name)
             copied.append(name)
     return copied
+
+
+def write_chat_template(folder: Path, base_config: Mapping[str, Any]) -> None:
+    """Add the Qwen-VL ``chat_template`` to the folder's ``tokenizer_config.json`` (kept otherwise as copied), so
+    tools that format prompts with ``apply_chat_template`` render the prompt training rendered."""
+    from ..format.chat_template import chat_template
+    from ..model.visual_config import vision_settings
+
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    config = read_json(path)
+    config["chat_template"] = chat_template(vision_settings(base_config).n_queries)
+    write_json(path, config)
 
 
 def write_config(

@@ -1,8 +1,9 @@
 """Using a (fine-tuned) Qwen-VL model: chat, boxes, drawing, evaluation.
 
 - :mod:`.generation` runs left-padded batched generation and cuts the answer at the ChatML stop tokens.
-- :mod:`.chat` is ``model.chat`` / ``model.chat_stream`` (mixed into ``QwenVLForCausalLM``).
-- :mod:`.draw` draws the boxes of an answer (read by :mod:`qwenvl_train.format.markup`'s lenient mode) on the latest picture (``tokenizer.draw_bbox_on_latest_picture``).
+- :mod:`.chat` is ``model.chat`` / ``model.chat_stream`` (the model's methods import it when called).
+- :mod:`.draw` draws the boxes of an answer (read by :mod:`qwenvl_train.format.markup`'s lenient mode) on the latest
+  picture (``tokenizer.draw_bbox_on_latest_picture``).
 - :mod:`.metrics` scores answers: box IoU (Acc@0.5, mean IoU) and exact match.
 - :mod:`.evaluate` evaluates a conversations file; :mod:`.loading` loads a model (and adapter) to use.
 - :mod:`.chat_cli` and :mod:`.eval_cli` are ``qwenvl-train chat`` and ``qwenvl-train eval`` (options they share:

@@ -7,7 +7,7 @@
     response, history = model.chat(tokenizer, "Frame the dog", history=history)
     image = tokenizer.draw_bbox_on_latest_picture(response, history)
 
-The prompt is the original's (:func:`qwenvl_train.format.render.make_context`); images named in the query or kept history are loaded by the data
+The prompt is the original's (:mod:`.prompt`); images named in the query or kept history are loaded by the data
 pipeline's loader (relative paths against the current directory) and passed as ``pixel_values``. Generation
 settings come from ``generation_config`` (default: the model's generation_config.json), overridden by keyword
 arguments (``max_new_tokens=64``, ``do_sample=False``...); generation stops at ``<|im_end|>`` or
@@ -42,115 +42,116 @@ class _IdQueue:
         self.queue.put(None)
 
 
-class ChatMixin:
-    """Adds :meth:`chat` and :meth:`chat_stream` to ``QwenVLForCausalLM``."""
+def _chat_inputs(
+    model: Any,
+    tokenizer: Any,
+    query: str,
+    history: History | None,
+    system: str,
+    generation_config: Any,
+    kwargs: dict[str, Any],
+) -> tuple[Context, Any, Any]:
+    from ..data.images import resolve_image
+    from .generation import chat_generation_config, load_pixels
 
-    def _chat_inputs(
-        self,
-        tokenizer: Any,
-        query: str,
-        history: History | None,
-        system: str,
-        generation_config: Any,
-        kwargs: dict[str, Any],
-    ) -> tuple[Context, Any, Any]:
-        from ..data.images import resolve_image
-        from .generation import chat_generation_config, load_pixels
+    max_window_size = kwargs.pop("max_window_size", None)
+    config = chat_generation_config(model, generation_config, **kwargs)
+    if max_window_size is None:
+        max_window_size = getattr(config, "max_window_size", None) or DEFAULT_MAX_WINDOW_SIZE
+    context = make_context(
+        tokenizer, query, history, system, max_window_size, n_queries=model.config.n_queries
+    )
+    images = [resolve_image(ref, None) for ref in context.images]
+    return context, config, load_pixels(images, model.config.image_size)
 
-        max_window_size = kwargs.pop("max_window_size", None)
-        config = chat_generation_config(self, generation_config, **kwargs)
-        if max_window_size is None:
-            max_window_size = getattr(config, "max_window_size", None) or DEFAULT_MAX_WINDOW_SIZE
-        context = make_context(
-            tokenizer, query, history, system, max_window_size, n_queries=self.config.n_queries
-        )
-        images = [resolve_image(ref, None) for ref in context.images]
-        return context, config, load_pixels(images, self.config.image_size)
 
-    def chat(
-        self,
-        tokenizer: Any,
-        query: str,
-        history: History | None = None,
-        system: str = st.DEFAULT_SYSTEM_PROMPT,
-        append_history: bool = True,
-        generation_config: Any | None = None,
-        **kwargs: Any,
-    ) -> tuple[str, list[tuple[str, str | None]]]:
-        """Answer ``query`` after ``history``; returns ``(response, history)``.
+def chat(
+    model: Any,
+    tokenizer: Any,
+    query: str,
+    history: History | None = None,
+    system: str = st.DEFAULT_SYSTEM_PROMPT,
+    append_history: bool = True,
+    generation_config: Any | None = None,
+    **kwargs: Any,
+) -> tuple[str, list[tuple[str, str | None]]]:
+    """Answer ``query`` after ``history``; returns ``(response, history)``. ``model.chat`` calls this.
 
-        Args:
-            tokenizer: the model's tokenizer.
-            query: the question; may hold ``<img>path-or-url</img>`` (see ``tokenizer.from_list_format``).
-            history: earlier ``(query, response)`` pairs, oldest first (not modified).
-            system: the system prompt.
-            append_history: add ``(query, response)`` to the returned history (a new list).
-            generation_config: default ``model.generation_config``; must say ``chat_format: chatml``.
-            **kwargs: ``max_window_size`` and generation settings overriding the config.
+    Args:
+        model: a ``QwenVLForCausalLM``.
+        tokenizer: the model's tokenizer.
+        query: the question; may hold ``<img>path-or-url</img>`` (see ``tokenizer.from_list_format``).
+        history: earlier ``(query, response)`` pairs, oldest first (not modified).
+        system: the system prompt.
+        append_history: add ``(query, response)`` to the returned history (a new list).
+        generation_config: default ``model.generation_config``; must say ``chat_format: chatml``.
+        **kwargs: ``max_window_size`` and generation settings overriding the config.
 
-        Returns:
-            The response text (tags such as ``<ref>``/``<box>`` kept) and the history.
-        """
-        from .generation import decode_answer, generate
+    Returns:
+        The response text (tags such as ``<ref>``/``<box>`` kept) and the history.
+    """
+    from .generation import decode_answer, generate
 
-        context, config, pixels = self._chat_inputs(
-            tokenizer, query, history, system, generation_config, kwargs
-        )
-        (ids,) = generate(self, [context.input_ids], pixels, config)
-        response = decode_answer(tokenizer, ids)
-        history = list(history or [])
-        if append_history:
-            history.append((query, response))
-        return response, history
+    context, config, pixels = _chat_inputs(
+        model, tokenizer, query, history, system, generation_config, kwargs
+    )
+    (ids,) = generate(model, [context.input_ids], pixels, config)
+    response = decode_answer(tokenizer, ids)
+    history = list(history or [])
+    if append_history:
+        history.append((query, response))
+    return response, history
 
-    def chat_stream(
-        self,
-        tokenizer: Any,
-        query: str,
-        history: History | None = None,
-        system: str = st.DEFAULT_SYSTEM_PROMPT,
-        generation_config: Any | None = None,
-        **kwargs: Any,
-    ) -> Iterator[str]:
-        """Like :meth:`chat`, but yields the response as it grows; the last text yielded is ``chat``'s response.
 
-        Each text yielded starts with the one before. A text is held back while it ends in an incomplete
-        UTF-8 character. Unlike the original (which skipped them), tags such as ``<box>`` stay in the text.
-        """
-        from .generation import answer_ids, decode_answer, generate
+def chat_stream(
+    model: Any,
+    tokenizer: Any,
+    query: str,
+    history: History | None = None,
+    system: str = st.DEFAULT_SYSTEM_PROMPT,
+    generation_config: Any | None = None,
+    **kwargs: Any,
+) -> Iterator[str]:
+    """Like :func:`chat`, but yields the response as it grows; the last text yielded is ``chat``'s response.
+    ``model.chat_stream`` calls this.
 
-        context, config, pixels = self._chat_inputs(
-            tokenizer, query, history, system, generation_config, kwargs
-        )
-        streamer = _IdQueue()
+    Each text yielded starts with the one before. A text is held back while it ends in an incomplete
+    UTF-8 character. Unlike the original (which skipped them), tags such as ``<box>`` stay in the text.
+    """
+    from .generation import answer_ids, decode_answer, generate
 
-        def run() -> None:
-            try:
-                generate(self, [context.input_ids], pixels, config, streamer=streamer)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the consuming thread
-                streamer.queue.put(exc)
-                return
+    context, config, pixels = _chat_inputs(
+        model, tokenizer, query, history, system, generation_config, kwargs
+    )
+    streamer = _IdQueue()
 
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        generated: list[int] = []
-        shown = ""
-        done = False
-        while not done:
-            item = streamer.queue.get()
-            if isinstance(item, BaseException):
-                thread.join()
-                raise item
-            if item is None:
-                break
-            generated += item
-            ids = answer_ids(generated)
-            done = len(ids) < len(generated)  # a stop id arrived
-            text = decode_answer(tokenizer, ids)
-            if text != shown and not text.endswith("\ufffd"):
-                shown = text
-                yield text
-        thread.join()
-        final = decode_answer(tokenizer, answer_ids(generated))
-        if final != shown:
-            yield final
+    def run() -> None:
+        try:
+            generate(model, [context.input_ids], pixels, config, streamer=streamer)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consuming thread
+            streamer.queue.put(exc)
+            return
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    generated: list[int] = []
+    shown = ""
+    done = False
+    while not done:
+        item = streamer.queue.get()
+        if isinstance(item, BaseException):
+            thread.join()
+            raise item
+        if item is None:
+            break
+        generated += item
+        ids = answer_ids(generated)
+        done = len(ids) < len(generated)  # a stop id arrived
+        text = decode_answer(tokenizer, ids)
+        if text != shown and not text.endswith("\ufffd"):
+            shown = text
+            yield text
+    thread.join()
+    final = decode_answer(tokenizer, answer_ids(generated))
+    if final != shown:
+        yield final

@@ -1,14 +1,20 @@
 """The native Qwen-VL model: configuration, language model, vision tower and resampler.
 
-``register()`` makes ``AutoConfig`` / ``AutoModel`` / ``AutoModelForCausalLM`` resolve ``model_type: "qwen"``
-to these classes, so an original checkpoint directory loads without ``trust_remote_code``.
+- :mod:`.configuration` is ``QwenVLConfig`` (``model_type: "qwen"``);
+- :mod:`.modeling` is the model (``QwenVLModel``, ``QwenVLForCausalLM``), built from :mod:`.attention`,
+  :mod:`.rotary`, :mod:`.vision` and :mod:`.loss` (:mod:`.cce`: the optional Cut Cross-Entropy kernel);
+- :mod:`.image_processing` turns a picture into the tower's input.
+
+Importing the package loads none of them: each public name is imported on first access, so
+``qwenvl_train.model.configuration`` does not load the model. Once transformers loads its Auto factories,
+``AutoConfig`` / ``AutoModel`` / ``AutoModelForCausalLM`` resolve ``model_type: "qwen"`` to these classes (see
+:mod:`qwenvl_train.registration`; ``register()`` does it at once), so an original checkpoint directory loads
+without ``trust_remote_code``.
 """
 
 from __future__ import annotations
 
-from .configuration import QwenVLConfig
-from .image_processing import CLIP_MEAN, CLIP_STD, image_transform
-from .modeling import QwenVLForCausalLM, QwenVLModel, QwenVLPreTrainedModel
+from ..lazy import lazy_getattr
 
 __all__ = [
     "CLIP_MEAN",
@@ -21,14 +27,17 @@ __all__ = [
     "register",
 ]
 
+#: Where each public name lives; imported on first access.
+_LAZY = {
+    "QwenVLConfig": ".configuration",
+    "CLIP_MEAN": ".image_processing",
+    "CLIP_STD": ".image_processing",
+    "image_transform": ".image_processing",
+    "QwenVLForCausalLM": ".modeling",
+    "QwenVLModel": ".modeling",
+    "QwenVLPreTrainedModel": ".modeling",
+    "register": "..registration",
+}
 
-def register() -> None:
-    """Register the Qwen-VL classes (and the tokenizer) with the transformers Auto factories; idempotent."""
-    from ..registration import register as register_all
 
-    register_all()
-
-
-from ..registration import register_when_ready  # noqa: E402
-
-register_when_ready(__name__)  # when transformers was first imported by this package's own modules
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -19,6 +19,7 @@ Parameter names and numerics follow the original remote code (``modeling_qwen.py
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -33,7 +34,6 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import logging
 
-from ..inference.chat import ChatMixin
 from .attention import attention_interface, causal_additive_mask
 from .configuration import QwenVLConfig
 from .loss import DEFAULT_CHUNK_SIZE, labelled_cross_entropy
@@ -540,7 +540,7 @@ def _pick_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | N
     return cache
 
 
-class QwenVLForCausalLM(ChatMixin, QwenVLPreTrainedModel, GenerationMixin):
+class QwenVLForCausalLM(QwenVLPreTrainedModel, GenerationMixin):
     """Qwen-VL with its language-model head: what ``AutoModelForCausalLM`` returns for ``model_type: "qwen"``."""
 
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
@@ -557,6 +557,41 @@ class QwenVLForCausalLM(ChatMixin, QwenVLPreTrainedModel, GenerationMixin):
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.transformer.wte
+
+    # The original's chat API. The one place the model reaches up into the inference layer: imported when called
+    # (the documented exception to the layering, tests/test_layering.py).
+    def chat(
+        self,
+        tokenizer: Any,
+        query: str,
+        history: list[tuple[str, str | None]] | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> tuple[str, list[tuple[str, str | None]]]:
+        """Answer ``query`` after ``history``; returns ``(response, history)``: the original Qwen-VL-Chat API.
+
+        The other arguments (``system``, ``append_history``, ``generation_config``, generation settings) are
+        those of :func:`qwenvl_train.inference.chat.chat`.
+        """
+        from ..inference.chat import chat
+
+        return chat(self, tokenizer, query, history, *args, **kwargs)
+
+    def chat_stream(
+        self,
+        tokenizer: Any,
+        query: str,
+        history: list[tuple[str, str | None]] | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Iterator[str]:
+        """Like :meth:`chat`, yielding the response as it grows.
+
+        See :func:`qwenvl_train.inference.chat.chat_stream`.
+        """
+        from ..inference.chat import chat_stream
+
+        return chat_stream(self, tokenizer, query, history, *args, **kwargs)
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.transformer.wte = value

@@ -22,6 +22,7 @@ from transformers import HfArgumentParser
 
 from ..data.options import DataOptions
 from ..errors import ConfigurationError
+from .validate import UsageError, check_device_options, validate
 
 TUNE_MODES = ("full", "lora", "qlora")
 #: Options of a config file that name another file (see :func:`resolve_config_paths`).
@@ -411,7 +412,8 @@ def resolve_config_paths(values: dict[str, Any], config: str | Path) -> dict[str
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Arguments:
-    """Parse the command line and ``--config`` (the command line wins); the lr default follows ``--tune``.
+    """Parse the command line and ``--config`` (the command line wins); the lr default follows ``--tune``. Every
+    check that needs only the options is made here (:mod:`.validate`), before anything loads.
 
     Args:
         argv: arguments without the program name; ``sys.argv[1:]`` when None.
@@ -445,48 +447,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Arguments:
     args = Arguments(model=model, data=data, lora=lora, quant=quant, training=training)
     if training.packing and training.packing_tokens is None:
         training.packing_tokens = training.per_device_train_batch_size * data.model_max_length
-    if training.packing_tokens is not None and training.packing_tokens < 1:
-        parser.error(f"--packing_tokens must be positive, got {training.packing_tokens}")
-    if training.vision_lr is not None and not training.vision_lr >= 0:
-        parser.error(f"--vision_lr must be 0 or more, got {training.vision_lr}")
-    if args.model.tune != "qlora" and args.quant.quant != "auto":
-        parser.error(f"--quant {args.quant.quant} needs --tune qlora")
+    try:
+        validate(args)
+    except UsageError as error:
+        parser.error(str(error))
     return args
 
 
-def check_device_options(argv: Sequence[str], file_values: dict[str, Any]) -> None:
-    """Options that need a CUDA GPU, on a machine without one: say what to add, before anything loads.
-
-    Raises:
-        ConfigurationError: bf16/fp16 without ``--use_cpu true`` (which says the CPU is meant), or the nccl
-            backend, on a machine without CUDA.
-    """
-    from ..data.options import string_to_bool
-
-    pre = argparse.ArgumentParser(prog="qwenvl-train train", add_help=False, allow_abbrev=False)
-    for flag in ("bf16", "fp16", "use_cpu"):
-        pre.add_argument(f"--{flag}", type=string_to_bool, nargs="?", const=True, default=None)
-    pre.add_argument("--ddp_backend", default=None)
-    given, _ = pre.parse_known_args(argv)
-    values = {**file_values, **{k: v for k, v in vars(given).items() if v is not None}}
-    import torch
-
-    if torch.cuda.is_available():
-        return
-    if values.get("ddp_backend") == "nccl":
-        raise ConfigurationError(
-            "--ddp_backend nccl needs CUDA GPUs and this machine has none: use --ddp_backend gloo"
-        )
-    for flag in ("bf16", "fp16"):
-        if values.get(flag) and not values.get("use_cpu"):
-            raise ConfigurationError(
-                f"--{flag} needs a CUDA GPU and this machine has none: add --use_cpu true --{flag} false "
-                f"(or --use_cpu true to keep {flag} mixed precision on the CPU)"
-            )
-
-
 def check_devices_only(argv: Sequence[str]) -> None:
-    """:func:`check_device_options` for a command line (and its ``--config`` file) without building the training
+    """:func:`.validate.check_device_options` for a command line (and its ``--config`` file) without building the training
     arguments, which would set up devices and, under ``--ddp_backend``/``--deepspeed``, expect a process group: what
     a launcher runs once before torchrun (``train --check_devices_only ...``).
 
@@ -498,22 +467,3 @@ def check_devices_only(argv: Sequence[str]) -> None:
     known, _ = pre.parse_known_args(argv)
     file_values = load_config_file(known.config, build_parser()) if known.config else {}
     check_device_options(argv, file_values)
-
-
-def settings_line(args: Arguments) -> str:
-    """One line with the hyper-parameters that matter, printed at start."""
-    t = args.training
-    schedule = getattr(t.lr_scheduler_type, "value", t.lr_scheduler_type)
-    return (
-        f"settings: tune={args.model.tune} lr={t.learning_rate:g} schedule={schedule} "
-        f"warmup={t.warmup_steps:g} weight_decay={t.weight_decay:g} adam_betas=({t.adam_beta1:g}, {t.adam_beta2:g}) "
-        f"model_max_length={args.data.model_max_length} bf16={t.bf16} fp16={t.fp16} "
-        f"activation_checkpointing={ {0: 'off', 1: 'full'}.get(t.checkpointing_every, t.checkpointing_every) }"
-        + (f" packing={t.packing_tokens}" if t.packing else "")
-        + (
-            f" lora_r={args.lora.lora_r} lora_alpha={args.lora.lora_alpha} lora_dropout={args.lora.lora_dropout:g} "
-            f"lora_target={','.join(args.lora.lora_target)}"
-            if args.model.tune != "full"
-            else ""
-        )
-    )

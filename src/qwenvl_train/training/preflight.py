@@ -1,7 +1,7 @@
 """Checks made before the model (or the data) loads, so that a run that cannot finish stops in seconds:
 
 - the checkpoint's layout (``config.json``, ``qwen.tiktoken``), its kind (chat or base) when LoRA needs it, and
-  whether ``--quant`` fits its weights (:mod:`.checkpoint`);
+  whether ``--quant`` fits its weights (:mod:`.base_checkpoint`);
 - the output folder is writable;
 - the disk holds what the run will save (the final model or adapter, plus ``--save_total_limit`` checkpoints
   with their optimizer state): a warning with both figures when it will not.
@@ -18,8 +18,9 @@ from typing import NamedTuple
 
 from ..errors import ConfigurationError, is_rank_zero
 from .arguments import Arguments
-from .checkpoint import check_layout, resolve_kind, weight_shapes
-from .prepare import BASE_MODULES_TO_SAVE, resolve_quant
+from .base_checkpoint import check_layout, resolve_kind, weight_shapes
+from .prepare import BASE_MODULES_TO_SAVE, matches_target, resolve_quant
+from .summary import format_bytes
 
 #: Bytes of optimizer state per trainable parameter in a checkpoint (AdamW: two fp32 moments).
 OPTIMIZER_BYTES = 8
@@ -85,10 +86,6 @@ class SaveEstimate(NamedTuple):
         return self.final + self.checkpoint * self.checkpoints
 
 
-def _matches(name: str, targets: list[str]) -> bool:
-    return any(name == t or name.endswith("." + t) for t in targets)
-
-
 def estimate_saves(args: Arguments) -> SaveEstimate | None:
     """What the run will save, from the shapes in the checkpoint's safetensors headers (None without them)."""
     shapes = weight_shapes(args.model.model_name_or_path)
@@ -105,13 +102,17 @@ def estimate_saves(args: Arguments) -> SaveEstimate | None:
         lora = 0
         for name, (shape, _) in shapes.items():
             module, _, kind = name.rpartition(".")
-            if len(shape) == 2 and kind in ("weight", "qweight") and _matches(module, args.lora.lora_target):
+            if (
+                len(shape) == 2
+                and kind in ("weight", "qweight")
+                and matches_target(module, args.lora.lora_target)
+            ):
                 rows, cols = (shape[0] * 8, shape[1]) if kind == "qweight" else (shape[1], shape[0])
                 lora += args.lora.lora_r * (rows + cols)
         saved = args.lora.modules_to_save
         if saved is None:
             saved = BASE_MODULES_TO_SAVE if args.model.checkpoint_kind == "base" else []
-        full = sum(n for name, n in numel.items() if _matches(name.rpartition(".")[0], saved))
+        full = sum(n for name, n in numel.items() if matches_target(name.rpartition(".")[0], saved))
         final = lora * 4 + full * weight_bytes  # adapters are kept in fp32
         checkpoint = final + (lora + full) * OPTIMIZER_BYTES
     alongside = saved_alongside(args.model.model_name_or_path)  # every save writes the tokenizer's files too
@@ -159,13 +160,3 @@ def disk_space_warning(args: Arguments) -> str | None:
         f"{format_bytes(estimate.final)} + {estimate.checkpoints} checkpoint(s) of {format_bytes(estimate.checkpoint)}"
         f"{limit}; free some space, or lower --save_total_limit"
     )
-
-
-def format_bytes(n: int) -> str:
-    """1536 -> '1.5 KB' (powers of 1024)."""
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1024
-    return f"{n} B"

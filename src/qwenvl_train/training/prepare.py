@@ -12,6 +12,7 @@ mode.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from ..errors import UserError
 from .arguments import Arguments, LoraArguments, ModelArguments, QuantArguments
-from .checkpoint import quant_method, resolve_kind
+from .base_checkpoint import quant_method, resolve_kind
 
 VIT_PREFIX = "transformer.visual."
 RESAMPLER_PREFIX = "transformer.visual.attn_pool."
@@ -32,7 +33,9 @@ BASE_MODULES_TO_SAVE = ["wte", "lm_head"]
 
 
 class PreparationError(UserError, RuntimeError):
-    """The requested preparation cannot be done (bad flag combination, checkpoint of the wrong kind, ...)."""
+    """The requested preparation cannot be done with this checkpoint, model or device (``--quant`` that does not
+    fit the weights, a ``--lora_target`` the model lacks, ...); options that cannot go together are refused while
+    parsing (:mod:`.validate`)."""
 
 
 def part_of(name: str) -> str:
@@ -49,7 +52,7 @@ def is_chat_checkpoint(model_name_or_path: str, kind: str = "auto") -> bool:
     """True for a chat checkpoint (Qwen-VL-Chat), False for a base one (Qwen-VL).
 
     ``kind`` ``chat``/``base`` decides; ``auto`` asks the checkpoint's own files (see
-    :func:`.checkpoint.resolve_kind`), which raises when they do not say.
+    :func:`.base_checkpoint.resolve_kind`), which raises when they do not say.
     """
     return resolve_kind(model_name_or_path, kind) == "chat"
 
@@ -178,7 +181,8 @@ def _is_modules_to_save(module: nn.Module) -> bool:
 
 
 def prepare_model(model: nn.Module, args: Arguments) -> nn.Module:
-    """Freeze/unfreeze for ``--tune full``, or wrap with LoRA adapters for ``lora``/``qlora``.
+    """Freeze/unfreeze for ``--tune full``, or wrap with LoRA adapters for ``lora``/``qlora``. ``args`` are checked
+    already (:func:`.validate.validate`: the freeze flags fit the mode and leave something to train).
 
     Returns:
         The model to train (a ``PeftModel`` in lora/qlora mode).
@@ -186,7 +190,6 @@ def prepare_model(model: nn.Module, args: Arguments) -> nn.Module:
     set_loss_backend(model, args.training.loss_backend, args.training.device)
     if args.model.tune == "full":
         return prepare_full(model, args.model)
-    _reject_freeze_flags(args.model)
     if args.model.tune == "qlora":
         from peft import prepare_model_for_kbit_training
 
@@ -222,7 +225,8 @@ def set_loss_backend(model: nn.Module, requested: str, device: torch.device) -> 
 
 
 def prepare_full(model: nn.Module, model_args: ModelArguments) -> nn.Module:
-    """Set ``requires_grad`` part by part from ``--freeze_vit/--freeze_resampler/--freeze_llm``."""
+    """Set ``requires_grad`` part by part from ``--freeze_vit/--freeze_resampler/--freeze_llm`` (which
+    :func:`.validate.check_freeze_flags` made sure leave something to train)."""
     frozen_parts = {
         part
         for part, frozen in (
@@ -232,10 +236,6 @@ def prepare_full(model: nn.Module, model_args: ModelArguments) -> nn.Module:
         )
         if frozen
     }
-    if len(frozen_parts) == 3:
-        raise PreparationError(
-            "--freeze_vit, --freeze_resampler and --freeze_llm together leave nothing to train"
-        )
     fixed = fixed_parameters(model)
     for name, param in model.named_parameters():
         param.requires_grad_(part_of(name) not in frozen_parts and name not in fixed)
@@ -247,18 +247,11 @@ def fixed_parameters(model: nn.Module) -> set[str]:
     return {name for name, param in model.named_parameters() if name.endswith("attn_pool.pos_embed")}
 
 
-def _reject_freeze_flags(model_args: ModelArguments) -> None:
-    defaults = ModelArguments()
-    changed = [
-        flag
-        for flag in ("freeze_vit", "freeze_resampler", "freeze_llm")
-        if getattr(model_args, flag) != getattr(defaults, flag)
-    ]
-    if changed:
-        raise PreparationError(
-            f"--{changed[0]} applies to --tune full; with adapters, choose what trains with --lora_target "
-            "(e.g. attn_pool.attn.out_proj) and --modules_to_save (e.g. attn_pool)"
-        )
+def matches_target(name: str, targets: Iterable[str]) -> bool:
+    """Whether a module or parameter ``name`` is named by one of ``targets`` (``--lora_target``,
+    ``--modules_to_save``): the name itself, or a dotted suffix of it (``attn.c_proj`` names
+    ``transformer.h.0.attn.c_proj``, not ``transformer.h.0.mlp.c_proj``). The one place this rule is written."""
+    return any(name == target or name.endswith("." + target) for target in targets)
 
 
 def split_lora_targets(model: nn.Module, targets: list[str]) -> tuple[list[str], list[str]]:
@@ -270,11 +263,11 @@ def split_lora_targets(model: nn.Module, targets: list[str]) -> tuple[list[str],
     param_names = [name for name, _ in model.named_parameters()]
     modules, params = [], []
     for target in targets:
-        is_param = any(n == target or n.endswith("." + target) for n in param_names)
+        is_param = any(matches_target(n, [target]) for n in param_names)
         (params if is_param else modules).append(target)
     module_names = [name for name, _ in model.named_modules()]
     for target in modules:
-        if not any(n == target or n.endswith("." + target) for n in module_names):
+        if not any(matches_target(n, [target]) for n in module_names):
             raise PreparationError(
                 f"--lora_target {target}: no module or parameter of the model has that name"
             )

@@ -22,32 +22,19 @@ from ..data.collator import DataCollator
 from ..data.dataset import ConversationDataset
 from ..data.engine import ScanResult, scan
 from ..data.errors import TrainingDataError
-from ..errors import finish, is_rank_zero, run_reporting
+from ..errors import is_rank_zero, run_reporting
 from ..model.visual_config import VisionSettings, vision_settings
-from .arguments import Arguments, check_devices_only, parse_args, settings_line
+from .arguments import Arguments, check_devices_only, parse_args
 from .disk_full import resume_advice, saving
-from .final_save import save_final
+from .distributed import finish, run_vision_every_step, setup_distributed
 from .generation_eval import attach_generation_eval
 from .help import cached_help
 from .preemption import PREEMPTED_STATUS, PreemptionCallback, preempted_line
 from .preflight import estimate_saves, preflight
-from .prepare import (
-    check_adapter_holds_trainables,
-    count_parameters,
-    load_model,
-    load_tokenizer,
-    prepare_model,
-    summarize_trainable,
-)
-from .trainer import (
-    QwenVLTrainer,
-    StartSummaryCallback,
-    effective_batch_size,
-    format_count,
-    resolve_resume,
-    run_vision_every_step,
-    setup_distributed,
-)
+from .prepare import check_adapter_holds_trainables, load_model, load_tokenizer, prepare_model
+from .run_checkpoints import resolve_resume, save_final
+from .summary import StartSummaryCallback, start_summary
+from .trainer import QwenVLTrainer
 from .vision_cache import VisionFeatureCache, check_vision_cacheable, vision_tower
 
 
@@ -179,7 +166,7 @@ def build_trainer(
     if args.model.tune != "full":
         check_adapter_holds_trainables(model)
     if args.model.vision_cache:
-        check_vision_cacheable(model, args.training.deepspeed, args.training.fsdp)
+        check_vision_cacheable(model)
     if args.training.deepspeed or args.training.fsdp:
         # DeepSpeed's and FSDP's collectives follow the modules that run; all ranks must run the same ones.
         run_vision_every_step(model)
@@ -206,27 +193,6 @@ def build_trainer(
     return trainer
 
 
-def start_summary(args: Arguments, model: nn.Module, train_set: ConversationDataset) -> str:
-    """Mode, parameters, samples, world size, effective batch, then the hyper-parameters."""
-    counts = count_parameters(model)
-    summary = train_set.summary
-    parts = ", ".join(f"{part} {state}" for part, state in sorted(summarize_trainable(model).items()))
-    reference = (
-        f", {summary.dropped_first_turns} leading assistant turns dropped"
-        if summary.dropped_first_turns
-        else ""
-    )
-    return (
-        f"qwenvl-train: mode {args.model.tune} | trainable {format_count(counts.trainable)} of "
-        f"{format_count(counts.total)} parameters ({100 * counts.trainable / max(counts.total, 1):.2f}%; {parts}) | "
-        f"samples {summary.kept} kept, {summary.samples_read - summary.kept} dropped "
-        f"({summary.dropped_too_long} too long, {summary.skipped} bad), {summary.cut} cut, "
-        f"{summary.duplicate_ids} duplicate ids{reference} | "
-        f"world size {args.training.world_size} | effective batch {effective_batch_size(args.training)}\n"
-        + settings_line(args)
-    )
-
-
 def report_replaced_samples(trainer: QwenVLTrainer) -> int:
     """Samples replaced because an image failed to load (``--on_error skip``), summed over the ranks; printed
     once and logged (``replaced_samples``) when there were any. Every rank must call it (a collective)."""
@@ -245,7 +211,7 @@ def report_replaced_samples(trainer: QwenVLTrainer) -> int:
 
 def save(trainer: QwenVLTrainer) -> None:
     """Write the final model (or adapter) with config, generation config and tokenizer to ``--output_dir``,
-    atomically (see :mod:`.final_save`)."""
+    atomically (see :mod:`.run_checkpoints`)."""
     save_final(trainer)
 
 
@@ -265,21 +231,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     An error the product knows (bad data, options, checkpoint, preparation) ends the run with one line on stderr
     (its errors as lines for bad data), without a traceback (``QWENVL_TRAIN_DEBUG=1`` shows it), and exit status 1:
     printed once, by rank 0, since every rank meets the same error; an image failing during training
-    (``--on_error raise``) is printed by the rank that loaded it.
+    (``--on_error raise``) is printed by the rank that loaded it. Either way the command ends through
+    :func:`.distributed.finish`: the process group is left, and a rank started by a launcher ends its process there.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--preflight_only" in argv:
-        return run_reporting(preflight_only, argv, prefix="qwenvl-train: ")
+        return run_reporting(preflight_only, argv, prefix="qwenvl-train: ", ending=finish)
     if "--check_devices_only" in argv:  # finetune/launch.sh, once before torchrun
         argv.remove("--check_devices_only")
-        return run_reporting(check_devices_only, argv, prefix="qwenvl-train: ")
-    return run_reporting(train_to_the_end, argv, prefix="qwenvl-train: ")
+        return run_reporting(check_devices_only, argv, prefix="qwenvl-train: ", ending=finish)
+    return run_reporting(train_to_the_end, argv, prefix="qwenvl-train: ", ending=finish)
 
 
 def train_to_the_end(argv: Sequence[str]) -> int:
     """Train, then leave the process group (after a barrier); exit status 0, or :data:`.preemption.PREEMPTED_STATUS`
     with one line when SIGTERM / SIGUSR1 stopped it after a checkpoint. A rank started by a launcher then ends
-    its process at once (:func:`..errors.finish`: no interpreter teardown, which could abort a rank of a run
+    its process at once (:func:`.distributed.finish`: no interpreter teardown, which could abort a rank of a run
     that finished and make torchrun report it failed)."""
     trainer = train(argv)
     if trainer.preempted:

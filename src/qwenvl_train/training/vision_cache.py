@@ -49,11 +49,12 @@ def vision_tower(model: nn.Module) -> nn.Module:
     return model.transformer.visual
 
 
-def check_vision_cacheable(model: nn.Module, deepspeed: object = None, fsdp: object = None) -> None:
-    """Refuse ``--vision_cache`` unless the whole vision tower (ViT, resampler, projection) is frozen.
+def check_vision_cacheable(model: nn.Module) -> None:
+    """Refuse ``--vision_cache`` unless the whole vision tower (ViT, resampler, projection) is frozen. (That ZeRO-3
+    and FSDP forbid it is known from the options alone: :func:`.validate.validate`.)
 
     Raises:
-        PreparationError: one line naming the first trainable vision parameter, or the sharding that forbids it.
+        PreparationError: one line naming the first trainable vision parameter.
     """
     for name, param in model.named_parameters():
         bare = name.removeprefix(PEFT_PREFIX)
@@ -63,19 +64,6 @@ def check_vision_cacheable(model: nn.Module, deepspeed: object = None, fsdp: obj
                 "--freeze_vit and add --freeze_resampler; with adapters leave transformer.visual modules out of "
                 "--lora_target and --modules_to_save"
             )
-    if fsdp or _zero3(deepspeed):
-        raise PreparationError(
-            "--vision_cache cannot be used with ZeRO-3 or FSDP: the sharded tower must run on every rank at "
-            "every step; use DDP or ZeRO-2"
-        )
-
-
-def _zero3(deepspeed: object) -> bool:
-    if not deepspeed:
-        return False
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    return bool(is_deepspeed_zero3_enabled())
 
 
 def vision_fingerprint(visual: nn.Module) -> str:

@@ -1,16 +1,44 @@
-"""Padding-free packing (``--packing``): which samples share a micro-batch.
+"""Which samples make up each training micro-batch, in an order that depends only on the seed and the epoch, so a
+resumed run sees the same batches as an uninterrupted one.
 
-Each epoch the samples are shuffled (seed + epoch, so an epoch's order is the same after a resume) and cut, in
-that order, into micro-batches whose token count stays within ``--packing_tokens``; a sample longer than the budget
-is a micro-batch of its own. :class:`~qwenvl_train.data.collator.PackingCollator` then concatenates each one into
+Length grouping (``--train_sampling_strategy group_by_length``): :class:`EpochSeededSampler` draws the order of
+:func:`qwenvl_train.data.dataset.length_grouped_sampler` from seed + epoch, with the lengths the dataset computed
+(no image is loaded to measure a sample).
+
+Padding-free packing (``--packing``): each epoch the samples are shuffled (seed + epoch) and cut, in that order,
+into micro-batches whose token count stays within ``--packing_tokens``; a sample longer than the budget is a
+micro-batch of its own. :class:`~qwenvl_train.data.collator.PackingCollator` then concatenates each one into
 a single row. The lengths come from the dataset's scan, so no image is loaded to plan the batches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
+
+
+class EpochSeededSampler(torch.utils.data.Sampler[int]):
+    """Wraps a sampler factory so that epoch ``e`` always draws the same order (seed + e), whatever RNG calls
+    happened before: a resumed run replays exactly the order of an uninterrupted one."""
+
+    def __init__(self, make_sampler: Any, length: int, seed: int) -> None:
+        self.make_sampler = make_sampler
+        self.length = length
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        return iter(self.make_sampler(generator))
 
 
 def pack_in_order(order: Sequence[int], lengths: Sequence[int], budget: int) -> list[list[int]]:

@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .layout import DTYPE_NAMES, copy_model_files, read_json, staging_folder, write_config, write_weights
+from .layout import (
+    DTYPE_NAMES,
+    copy_model_files,
+    read_json,
+    staging_folder,
+    write_chat_template,
+    write_config,
+    write_weights,
+)
 
 DEFAULT_MAX_SHARD_SIZE = "2GB"
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
@@ -122,6 +130,7 @@ def merge(
     untouched = lambda: f"{adapter} and {base_dir} are untouched: free some space and merge again"  # noqa: E731
     with saving(output, "the merged model", None, untouched), staging_folder(output) as folder:
         copy_model_files(base_dir, adapter, folder)
+        write_chat_template(folder, base_config)
         model = merged_model(base_dir, adapter, dtype)
         quantization = None
         if quantize == "gptq":

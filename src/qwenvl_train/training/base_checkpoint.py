@@ -1,5 +1,6 @@
-"""What a checkpoint is, read from its own files (never from its folder name): chat or base, GPTQ or not, and
-how many weights it holds. Works for a folder and, through the hub cache, for a hub id.
+"""The base checkpoint a run starts from (``--model_name_or_path``): its kind and layout, read from its own files
+(never from its folder name): chat or base, GPTQ or not, and how many weights it holds. Works for a folder and,
+through the hub cache, for a hub id. (The checkpoints a run writes are :mod:`.run_checkpoints`.)
 
 - Chat vs base: ``chat_format`` in ``generation_config.json`` (``chatml``: the chat model, ``raw``: the base
   model), else a ``chat_template`` in ``tokenizer_config.json`` (chat). Undecided: ``--checkpoint_kind`` is asked

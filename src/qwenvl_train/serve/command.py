@@ -1,0 +1,127 @@
+"""``qwenvl-train serve``: put a model behind the OpenAI-compatible API and the chat page.
+
+    qwenvl-train serve --model output_qwen                       # http://127.0.0.1:8000/ (page) and /v1 (API)
+    qwenvl-train serve --model /models/Qwen-VL-Chat --adapter output_lora --port 8080 --api-key s3cret
+
+Loads the model as ``chat`` does, starts the batching engine, and serves until Ctrl-C (which stops it cleanly:
+requests in progress are told the server is stopping).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..inference.cli_common import add_model_arguments, positive_int, run_reporting_errors
+
+API_KEY_ENV = "QWENVL_TRAIN_API_KEY"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``serve`` on the CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a chat model over an OpenAI-compatible HTTP API, with a chat page in the browser",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument(
+        "--name", default=None, help="the model name the API reports (default: the folder's name)"
+    )
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help=f"require 'Authorization: Bearer KEY' on /v1 (default: ${API_KEY_ENV}, else no key)",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="rows generated together (default 8)",
+    )
+    parser.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        help="fetch image URLs that resolve to loopback, private or link-local addresses (refused by default)",
+    )
+    parser.add_argument(
+        "--allow-local-images",
+        metavar="DIR",
+        default=None,
+        help="accept image paths (or file:// URLs) of files inside DIR (refused by default)",
+    )
+    parser.add_argument(
+        "--max-body-mb", type=positive_int, default=32, metavar="MB", help="largest request body (default 32)"
+    )
+    parser.set_defaults(func=functools.partial(run_reporting_errors, run))
+    return parser
+
+
+def build_state(model: Any, tokenizer: Any, args: argparse.Namespace, name: str) -> Any:
+    """The server's state for a loaded model (also used by the tests)."""
+    from ..format.render import DEFAULT_MAX_WINDOW_SIZE
+    from ..inference.generation import chat_generation_config
+    from .app import ServerState
+    from .engine import Engine
+    from .images import ImagePolicy
+
+    config = chat_generation_config(model)
+    local = getattr(args, "allow_local_images", None)
+    return ServerState(
+        name=name,
+        tokenizer=tokenizer,
+        engine=Engine(model, tokenizer, max_batch_size=getattr(args, "max_batch_size", 8)),
+        generation_config=config,
+        image_size=int(model.config.image_size),
+        n_queries=int(model.config.n_queries),
+        max_window_size=int(getattr(config, "max_window_size", None) or DEFAULT_MAX_WINDOW_SIZE),
+        policy=ImagePolicy(
+            allow_private_urls=bool(getattr(args, "allow_private_urls", False)),
+            local_dir=Path(local) if local else None,
+        ),
+        api_key=getattr(args, "api_key", None) or os.environ.get(API_KEY_ENV) or None,
+        max_body_bytes=int(getattr(args, "max_body_mb", 32)) << 20,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model, then serve until interrupted."""
+    from ..inference.loading import load_for_inference, resolve_folders
+
+    if args.allow_local_images and not Path(args.allow_local_images).is_dir():
+        print(f"error: --allow-local-images {args.allow_local_images}: not a folder", file=sys.stderr)
+        return 1
+    model_dir, adapter_dir = resolve_folders(
+        args.model, args.adapter
+    )  # a bad folder fails before the imports
+    import uvicorn
+
+    from .app import create_app
+
+    name = args.name or (adapter_dir or model_dir).resolve().name
+    model, tokenizer = load_for_inference(args.model, args.adapter, args.dtype, args.device)
+    state = build_state(model, tokenizer, args, name)
+    url = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
+    print(f"serving {name!r}: API {url}/v1 (OpenAI-compatible), chat page {url}/ - Ctrl-C stops", flush=True)
+    try:
+        # Ctrl-C: open streams get 5 s to end, then the server stops (a second Ctrl-C stops it at once).
+        uvicorn.run(
+            create_app(state),
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        state.engine.close()
+    return 0

@@ -1,0 +1,288 @@
+"""The images of a request: fetched, checked and decoded with the training loader's limits.
+
+An ``image_url`` part names its picture one of three ways:
+
+- a ``data:image/...;base64,`` URL: decoded here;
+- an ``http(s)://`` URL: fetched by :func:`fetch_url` under the SSRF rules. Every address the host resolves to
+  must be public (not loopback, private, link-local, shared, reserved, multicast...) unless
+  ``allow_private_urls``; the connection goes to the address that was checked (no second lookup to rebind),
+  and every redirect is checked the same way before it is followed. The download has the loader's size limit
+  and one deadline for all of it;
+- a local path (or ``file://`` URL): only when ``local_dir`` is set, and only a file inside that folder (after
+  following symbolic links and ``..``).
+
+The bytes are then opened by the training loader itself (:func:`qwenvl_train.data.images.load_image`: the
+decompression-bomb guard, the pixel limit, the RGB conversion) and turned into the model's input by the
+model's own transform, so a served model sees the pixels training showed it. Every failure is an
+:class:`~.schema.APIError` (400) naming the message part.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import http.client
+import ipaddress
+import os
+import socket
+import ssl
+import tempfile
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..data.errors import ImageError
+from ..data.images import DEFAULT_MAX_DOWNLOAD_BYTES, load_image
+from ..data.options import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT
+from .schema import APIError
+
+MAX_REDIRECTS = 5
+USER_AGENT = "qwenvl-train-serve"
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """What image URLs a server accepts, and the limits of one image."""
+
+    allow_private_urls: bool = False
+    local_dir: Path | None = None
+    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass
+class LoadedImage:
+    """A decoded picture: the model's input and the size boxes are scaled to."""
+
+    pixels: Any  # torch.Tensor [3, image_size, image_size]
+    width: int
+    height: int
+
+
+def _refuse(param: str, message: str, code: str = "invalid_image") -> APIError:
+    return APIError(f"'{param}': {message}", param=param, code=code)
+
+
+# Addresses --------------------------------------------------------------------------------------------------
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (tests replace this function: no real lookup there)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({info[4][0] for info in infos})
+
+
+def is_public(address: str) -> bool:
+    """True for an address on the public internet (what an image URL may reach by default)."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def checked_address(url: str, policy: ImagePolicy, param: str) -> tuple[urllib.parse.SplitResult, str]:
+    """The URL split, and the address to connect to after the SSRF check.
+
+    Raises:
+        APIError: not http(s), no host, the host does not resolve, or an address it has is not public.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise _refuse(param, f"{url!r} is not a valid URL ({exc})", "invalid_url") from None
+    if parts.scheme not in ("http", "https"):
+        raise _refuse(param, f"only http(s) image URLs are fetched, not {parts.scheme!r}", "invalid_url")
+    if not parts.hostname:
+        raise _refuse(param, f"{url!r} has no host", "invalid_url")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        addresses = resolve(parts.hostname, port)
+    except (OSError, UnicodeError) as exc:
+        raise _refuse(param, f"cannot resolve {parts.hostname!r} ({exc})", "unreachable_url") from None
+    if not addresses:
+        raise _refuse(param, f"{parts.hostname!r} resolves to no address", "unreachable_url")
+    if not policy.allow_private_urls:
+        private = [a for a in addresses if not is_public(a)]
+        if private:
+            raise _refuse(
+                param,
+                f"{parts.hostname!r} resolves to the non-public address {private[0]}: refused (start the server "
+                "with --allow-private-urls to fetch from private networks)",
+                "forbidden_url",
+            )
+    return parts, addresses[0]
+
+
+# Fetching ---------------------------------------------------------------------------------------------------
+
+
+def connect(address: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to an address that passed the SSRF check (the only place the fetcher connects)."""
+    return socket.create_connection((address, port), timeout)
+
+
+class _PinnedConnection(http.client.HTTPConnection):
+    """An HTTP(S) connection to an address already checked, speaking to ``host`` (Host header, TLS name)."""
+
+    def __init__(self, host: str, address: str, port: int, timeout: float, tls: bool) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+        self.tls = tls
+
+    def connect(self) -> None:
+        self.sock = connect(self.address, self.port, self.timeout)
+        if self.tls:
+            self.sock = ssl.create_default_context().wrap_socket(self.sock, server_hostname=self.host)
+
+
+def fetch_url(url: str, policy: ImagePolicy, param: str) -> bytes:
+    """The bytes at ``url``, following at most ``MAX_REDIRECTS`` redirects, each one checked again.
+
+    Raises:
+        APIError: refused address, HTTP error, too many redirects, too large, too slow, network failure.
+    """
+    deadline = time.monotonic() + policy.timeout
+    for _ in range(MAX_REDIRECTS + 1):
+        parts, address = checked_address(url, policy, param)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _refuse(param, f"fetching {url!r} took longer than {policy.timeout:g} s", "image_timeout")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        connection = _PinnedConnection(
+            parts.hostname or "", address, port, remaining, parts.scheme == "https"
+        )
+        target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        try:
+            connection.request("GET", target, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
+            response = connection.getresponse()
+            if response.status in (301, 302, 303, 307, 308):
+                location = response.getheader("Location")
+                if not location:
+                    raise _refuse(param, f"{url!r}: redirect without a Location", "unreachable_url")
+                url = urllib.parse.urljoin(url, location)
+                continue
+            if response.status != 200:
+                raise _refuse(param, f"{url!r}: HTTP {response.status} {response.reason}", "unreachable_url")
+            length = response.getheader("Content-Length")
+            if length and length.isdigit() and int(length) > policy.max_bytes:
+                raise _refuse(param, f"{url!r} is larger than {policy.max_bytes} bytes", "image_too_large")
+            return _read(response, url, policy, param, deadline)
+        except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, TimeoutError | socket.timeout):
+                raise _refuse(
+                    param, f"fetching {url!r} took longer than {policy.timeout:g} s", "image_timeout"
+                ) from None
+            raise _refuse(param, f"cannot fetch {url!r} ({exc})", "unreachable_url") from None
+        finally:
+            connection.close()
+    raise _refuse(param, f"more than {MAX_REDIRECTS} redirects", "unreachable_url")
+
+
+def _read(
+    response: http.client.HTTPResponse, url: str, policy: ImagePolicy, param: str, deadline: float
+) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := response.read(1 << 16):
+        size += len(chunk)
+        if size > policy.max_bytes:
+            raise _refuse(param, f"{url!r} is larger than {policy.max_bytes} bytes", "image_too_large")
+        if time.monotonic() > deadline:
+            raise _refuse(param, f"fetching {url!r} took longer than {policy.timeout:g} s", "image_timeout")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# Other sources ----------------------------------------------------------------------------------------------
+
+
+def decode_data_url(url: str, policy: ImagePolicy, param: str) -> bytes:
+    """The bytes of a ``data:image/...;base64,`` URL.
+
+    Raises:
+        APIError: not an image media type, not base64, invalid base64, or over the size limit.
+    """
+    header, comma, data = url.partition(",")
+    if not comma or not header.endswith(";base64"):
+        raise _refuse(param, "a data URL must be 'data:image/<type>;base64,<data>'", "invalid_url")
+    media = header[len("data:") : -len(";base64")].split(";")[0].strip().lower()
+    if not media.startswith("image/"):
+        raise _refuse(
+            param, f"the data URL holds {media or 'no media type'!r}, not an image", "invalid_image"
+        )
+    if len(data) > policy.max_bytes * 4 // 3 + 4:
+        raise _refuse(param, f"the image is larger than {policy.max_bytes} bytes", "image_too_large")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise _refuse(param, "the data URL is not valid base64", "invalid_base64") from None
+
+
+def local_path(ref: str, policy: ImagePolicy, param: str) -> Path:
+    """A local image path (or ``file://`` URL), resolved inside ``policy.local_dir``.
+
+    Raises:
+        APIError: local images are not allowed, or the path leads out of the folder.
+    """
+    if policy.local_dir is None:
+        raise _refuse(
+            param,
+            "local image paths are refused (send a data: or http(s) URL, or start the server with "
+            "--allow-local-images DIR)",
+            "forbidden_path",
+        )
+    if ref.startswith("file://"):
+        ref = urllib.parse.unquote(urllib.parse.urlsplit(ref).path)
+    root = policy.local_dir.resolve()
+    try:
+        path = (Path(ref) if os.path.isabs(ref) else root / ref).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a symlink loop...
+        raise _refuse(param, f"{ref!r} is not a usable path ({exc})", "forbidden_path") from None
+    if not path.is_relative_to(root):
+        raise _refuse(param, f"{ref!r} is outside the folder of local images", "forbidden_path")
+    if not path.is_file():
+        raise _refuse(param, f"{ref!r}: no such image in the folder of local images", "invalid_image")
+    return path
+
+
+# Decoding ---------------------------------------------------------------------------------------------------
+
+
+def decode(data: bytes, policy: ImagePolicy, param: str, image_size: int) -> LoadedImage:
+    """Open ``data`` with the training loader (bomb guard, pixel limit, RGB) and transform it for the model."""
+    with tempfile.NamedTemporaryFile(prefix="qwenvl-serve-", suffix=".img") as handle:
+        handle.write(data)
+        handle.flush()
+        return _load(handle.name, policy, param, image_size)
+
+
+def _load(path: str, policy: ImagePolicy, param: str, image_size: int) -> LoadedImage:
+    from ..model.image_processing import preprocess_image
+
+    try:
+        image = load_image(path, max_pixels=policy.max_pixels, timeout=policy.timeout)
+    except ImageError as exc:
+        message = str(exc).replace(f"{path}: ", "").replace(path, "the image")
+        raise _refuse(param, message, "invalid_image") from None
+    return LoadedImage(preprocess_image(image, image_size), image.width, image.height)
+
+
+def load(url: str, policy: ImagePolicy, param: str, image_size: int) -> LoadedImage:
+    """The picture an ``image_url`` names, ready for the model (blocking: run it in a worker thread)."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "data":
+        return decode(decode_data_url(url, policy, param), policy, param, image_size)
+    if scheme in ("http", "https"):
+        return decode(fetch_url(url, policy, param), policy, param, image_size)
+    if scheme in ("", "file") or len(scheme) == 1:  # a path (a Windows drive letter is not a scheme)
+        path = local_path(url, policy, param)
+        if path.stat().st_size > policy.max_bytes:
+            raise _refuse(param, f"the image is larger than {policy.max_bytes} bytes", "image_too_large")
+        return _load(str(path), policy, param, image_size)
+    raise _refuse(
+        param, f"unsupported image URL scheme {scheme!r} (use data:, http: or https:)", "invalid_url"
+    )

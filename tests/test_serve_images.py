@@ -1,0 +1,232 @@
+"""Images of a request: the SSRF rules (non-public addresses refused before any connection, on every redirect
+too), the size and time limits, local files only inside --allow-local-images, and the training loader's checks.
+
+Nothing here reaches beyond 127.0.0.1: names resolve through a patched resolver, and every connection made is
+recorded and checked to go to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from qwenvl_train.serve import images
+from qwenvl_train.serve.images import ImagePolicy
+from qwenvl_train.serve.schema import APIError
+from serve_fixtures import running_server
+
+PARAM = "messages[0].content[0].image_url"
+SIZE = 56
+
+
+def png(width: int = 64, height: int = 48) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 200, 10)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class Handler(BaseHTTPRequestHandler):
+    """/a.png: a picture; /redirect?to=URL: a 302; /loop: redirects to itself; /slow: waits; /big: too large."""
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server name
+        if self.path == "/a.png":
+            self._send(200, png())
+        elif self.path.startswith("/redirect?to="):
+            self.send_response(302)
+            self.send_header("Location", self.path.split("=", 1)[1])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path == "/loop":
+            self.send_response(302)
+            self.send_header("Location", "/loop")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path == "/slow":
+            time.sleep(1.5)
+            self._send(200, png())
+        elif self.path == "/big":
+            self._send(200, b"\0" * 5000)
+        else:
+            self._send(404, b"no")
+
+    def _send(self, status: int, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+        except OSError:
+            pass
+
+
+@contextmanager
+def http_server() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def connections(monkeypatch) -> list[tuple[str, int]]:
+    """Every connection the fetcher opens; any address but 127.0.0.1 fails the test before connecting."""
+    made: list[tuple[str, int]] = []
+    real = images.connect
+
+    def guarded(address: str, port: int, timeout: float) -> socket.socket:
+        made.append((address, port))
+        assert address == "127.0.0.1", f"a connection to {address} was attempted"
+        return real(address, port, timeout)
+
+    monkeypatch.setattr(images, "connect", guarded)
+    return made
+
+
+@pytest.fixture
+def names(monkeypatch) -> dict[str, list[str]]:
+    """A resolver of our own: ``names[host]`` are its addresses (unknown names fail to resolve)."""
+    table: dict[str, list[str]] = {}
+
+    def resolve(host: str, port: int) -> list[str]:
+        if host in table:
+            return table[host]
+        try:
+            return [str(__import__("ipaddress").ip_address(host))]
+        except ValueError:
+            raise socket.gaierror(f"unknown test name {host}") from None
+
+    monkeypatch.setattr(images, "resolve", resolve)
+    return table
+
+
+def refused(call, code: str) -> APIError:
+    with pytest.raises(APIError) as caught:
+        call()
+    assert caught.value.code == code and caught.value.param == PARAM and caught.value.status == 400
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
+     "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "224.0.0.1", "255.255.255.255"],
+)  # fmt: skip
+def test_non_public_addresses(address: str) -> None:
+    assert not images.is_public(address)
+
+
+def test_public_addresses() -> None:
+    assert images.is_public("93.184.216.34") and images.is_public("2606:4700::1111")
+
+
+@pytest.mark.parametrize("address", ["10.0.0.5", "169.254.169.254", "127.0.0.1", "::1"])
+def test_private_names_are_refused_before_connecting(names, connections, address: str) -> None:
+    names["pictures.test"] = ["93.184.216.34", address]  # one private address among public ones is enough
+    error = refused(
+        lambda: images.fetch_url("http://pictures.test/a.png", ImagePolicy(), PARAM), "forbidden_url"
+    )
+    assert address in error.message and "--allow-private-urls" in error.message
+    assert connections == []
+
+
+def test_literal_private_ip_is_refused_before_connecting(connections) -> None:
+    refused(lambda: images.fetch_url("http://10.20.30.40/x.png", ImagePolicy(), PARAM), "forbidden_url")
+    refused(lambda: images.fetch_url("http://[::1]:8080/x.png", ImagePolicy(), PARAM), "forbidden_url")
+    assert connections == []
+
+
+def test_every_redirect_is_checked_again(names, connections, monkeypatch) -> None:
+    """A public name redirecting to a private address: the redirect is refused, never followed."""
+    monkeypatch.setattr(
+        images, "is_public", lambda address: address == "127.0.0.1"
+    )  # 127.0.0.1 plays 'public'
+    names["public.test"] = ["127.0.0.1"]
+    names["internal.test"] = ["10.9.8.7"]
+    with http_server() as port:
+        data = images.fetch_url(f"http://public.test:{port}/a.png", ImagePolicy(), PARAM)
+        assert data == png()
+        url = f"http://public.test:{port}/redirect?to=http://internal.test/secret.png"
+        error = refused(lambda: images.fetch_url(url, ImagePolicy(), PARAM), "forbidden_url")
+        assert "10.9.8.7" in error.message
+        refused(
+            lambda: images.fetch_url(f"http://public.test:{port}/loop", ImagePolicy(), PARAM),
+            "unreachable_url",
+        )
+    assert {address for address, _ in connections} == {"127.0.0.1"}
+
+
+def test_limits_and_http_errors_with_private_urls_allowed(connections) -> None:
+    allowed = ImagePolicy(allow_private_urls=True)
+    with http_server() as port:
+        base = f"http://127.0.0.1:{port}"
+        picture = images.load(f"{base}/a.png", allowed, PARAM, SIZE)
+        assert (picture.width, picture.height) == (64, 48) and tuple(picture.pixels.shape) == (3, SIZE, SIZE)
+        redirected = images.load(f"{base}/redirect?to=/a.png", allowed, PARAM, SIZE)
+        assert redirected.width == 64
+        small = ImagePolicy(allow_private_urls=True, max_bytes=1000)
+        refused(lambda: images.fetch_url(f"{base}/big", small, PARAM), "image_too_large")
+        quick = ImagePolicy(allow_private_urls=True, timeout=0.3)
+        refused(lambda: images.fetch_url(f"{base}/slow", quick, PARAM), "image_timeout")
+        refused(lambda: images.fetch_url(f"{base}/missing.png", allowed, PARAM), "unreachable_url")
+        refused(lambda: images.load(f"{base}/big", allowed, PARAM, SIZE), "invalid_image")  # not an image
+
+
+def test_local_images_stay_inside_their_folder(tmp_path: Path) -> None:
+    root = tmp_path / "pictures"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.png").write_bytes(png())
+    (tmp_path / "secret.png").write_bytes(png())
+    (root / "link.png").symlink_to(tmp_path / "secret.png")
+    policy = ImagePolicy(local_dir=root)
+    assert images.load("sub/a.png", policy, PARAM, SIZE).width == 64
+    assert images.load(str(root / "sub" / "a.png"), policy, PARAM, SIZE).width == 64
+    assert images.load(f"file://{root}/sub/a.png", policy, PARAM, SIZE).width == 64
+    for escape in ("../secret.png", "sub/../../secret.png", str(tmp_path / "secret.png"), "link.png",
+                   f"file://{tmp_path}/secret.png", "/etc/passwd"):  # fmt: skip
+        refused(lambda escape=escape: images.load(escape, policy, PARAM, SIZE), "forbidden_path")
+    refused(lambda: images.load("sub/none.png", policy, PARAM, SIZE), "invalid_image")
+    refused(lambda: images.load("sub/a\0.png", policy, PARAM, SIZE), "forbidden_path")
+    (root / "loop").symlink_to(root / "loop")
+    refused(lambda: images.load("loop/a.png", policy, PARAM, SIZE), "forbidden_path")
+    refused(lambda: images.load("sub/a.png", ImagePolicy(), PARAM, SIZE), "forbidden_path")
+
+
+def test_through_the_api(tiny_model_dir: Path, tmp_path: Path, connections) -> None:
+    from qwenvl_train.inference.loading import load_for_inference
+
+    (tmp_path / "a.png").write_bytes(png())
+    model, tokenizer = load_for_inference(str(tiny_model_dir), device="cpu")
+
+    def ask(url: str, image_url: str) -> httpx.Response:
+        content = [{"type": "image_url", "image_url": {"url": image_url}}, {"type": "text", "text": "What?"}]
+        body = {"messages": [{"role": "user", "content": content}], "max_tokens": 2}
+        return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+
+    with http_server() as port, running_server(model, tokenizer, allow_local_images=str(tmp_path)) as url:
+        picture = f"http://127.0.0.1:{port}/a.png"
+        assert ask(url, picture).json()["error"]["code"] == "forbidden_url"
+        assert ask(url, "a.png").status_code == 200
+        assert ask(url, "../a.png").json()["error"]["code"] == "forbidden_path"
+    assert connections == []
+    with http_server() as port, running_server(model, tokenizer, allow_private_urls=True) as url:
+        response = ask(url, f"http://127.0.0.1:{port}/a.png")
+        assert response.status_code == 200, response.text
