@@ -345,7 +345,7 @@ def load_image(
     Args:
         ref: a resolved local path (see :func:`resolve_image`) or an http(s) URL.
         max_pixels: refuse images with more pixels than this.
-        timeout: seconds per network operation for a URL.
+        timeout: seconds for the whole download of a URL (each try).
 
     Raises:
         ImageError: anything :func:`open_image` refuses, or a truncated / corrupt file.
