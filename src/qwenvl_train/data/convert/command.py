@@ -1,0 +1,73 @@
+"""``qwenvl-train convert --from FORMAT SRC... --out FILE.jsonl``: the command line of the importers.
+
+    qwenvl-train convert --from llava llava_instruct.json --image-root coco/train2017 --out data/train.jsonl
+
+Prints every record left out (``--on-error skip``) as one line naming file, record and reason, then a summary:
+records read, samples written, records skipped by reason, images written. Under ``--on-error raise`` (the
+default) the first problem ends the command with that line and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+#: The source formats and the module reading each.
+FORMATS = {
+    "llava": ".llava",
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``convert`` to the ``qwenvl-train`` sub-commands."""
+    p = sub.add_parser(
+        "convert",
+        help="convert LLaVA, ShareGPT, ms-swift, parquet, COCO or RefCOCO data to the conversations format",
+        description=__doc__.split("\n")[0],
+    )
+    p.add_argument(
+        "--from", dest="source_format", required=True, choices=sorted(FORMATS), help="the source format"
+    )
+    p.add_argument("sources", nargs="*", metavar="SRC", help="source files, converted in order")
+    p.add_argument("--out", required=True, type=Path, help="the JSON Lines file to write")
+    p.add_argument(
+        "--image-root",
+        type=Path,
+        default=None,
+        help="folder relative image paths of the data are resolved against (default: each source file's folder)",
+    )
+    p.add_argument(
+        "--images-out",
+        type=Path,
+        default=None,
+        help="folder to write image bytes carried in the data to (parquet)",
+    )
+    p.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="a record that cannot be converted stops the command (raise) or is left out, printed and counted "
+        "(skip)",
+    )
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``convert``; prints the summary. Exit status 0 (problems under ``--on-error skip`` included)."""
+    from .common import ConvertError, Job, run_conversion
+
+    module = importlib.import_module(FORMATS[args.source_format], __package__)
+    if not args.sources:
+        raise ConvertError("no source file given")
+    options = {
+        k: v for k, v in vars(args).items() if k not in ("func", "command", "sources", "out", "on_error")
+    }
+    job = Job(args.out, image_root=args.image_root, images_out=args.images_out, options=options)
+    stats = run_conversion(
+        (module.items, module.convert), [Path(s) for s in args.sources], job, args.on_error
+    )
+    print(stats.summary(args.out, args.images_out), file=sys.stdout)
+    return 0
