@@ -17,6 +17,7 @@ from pathlib import Path
 #: The source formats and the module reading each.
 FORMATS = {
     "llava": ".llava",
+    "sharegpt": ".sharegpt",
 }
 
 
@@ -51,6 +52,17 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="a record that cannot be converted stops the command (raise) or is left out, printed and counted "
         "(skip)",
     )
+    g = p.add_argument_group("sharegpt")
+    g.add_argument(
+        "--dataset-info",
+        type=Path,
+        default=None,
+        help="LLaMA-Factory's dataset_info.json: its entry names the columns and role tags (and the file, when "
+        "no SRC is given)",
+    )
+    g.add_argument(
+        "--dataset", default=None, help="the entry of --dataset-info to use (needed when it has several)"
+    )
     p.set_defaults(func=run)
     return p
 
@@ -60,14 +72,19 @@ def run(args: argparse.Namespace) -> int:
     from .common import ConvertError, Job, run_conversion
 
     module = importlib.import_module(FORMATS[args.source_format], __package__)
-    if not args.sources:
-        raise ConvertError("no source file given")
     options = {
         k: v for k, v in vars(args).items() if k not in ("func", "command", "sources", "out", "on_error")
     }
+    sources = [Path(s) for s in args.sources]
+    if hasattr(module, "setup"):  # the format's own options; may name the sources
+        sources = module.setup(options, sources)
+    if not sources:
+        raise ConvertError("no source file given")
+    if args.images_out is not None and not getattr(module, "WRITES_IMAGES", False):
+        raise ConvertError(
+            f"--images-out is for data carrying image bytes (parquet), not {args.source_format}"
+        )
     job = Job(args.out, image_root=args.image_root, images_out=args.images_out, options=options)
-    stats = run_conversion(
-        (module.items, module.convert), [Path(s) for s in args.sources], job, args.on_error
-    )
+    stats = run_conversion((module.items, module.convert), sources, job, args.on_error)
     print(stats.summary(args.out, args.images_out), file=sys.stdout)
     return 0
