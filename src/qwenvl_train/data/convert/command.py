@@ -18,6 +18,7 @@ from pathlib import Path
 FORMATS = {
     "llava": ".llava",
     "sharegpt": ".sharegpt",
+    "swift": ".swift",
 }
 
 
