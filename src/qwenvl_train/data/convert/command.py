@@ -19,6 +19,8 @@ FORMATS = {
     "llava": ".llava",
     "sharegpt": ".sharegpt",
     "swift": ".swift",
+    "coco": ".coco",
+    "refcoco": ".refcoco",
 }
 
 
@@ -63,6 +65,26 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--dataset", default=None, help="the entry of --dataset-info to use (needed when it has several)"
+    )
+    g = p.add_argument_group("coco and refcoco")
+    g.add_argument(
+        "--question",
+        action="append",
+        default=None,
+        metavar="TEMPLATE",
+        help="a question with {ref} where the object's name goes; repeat for several, taken in turn",
+    )
+    g.add_argument(
+        "--lang",
+        choices=("en", "zh", "both"),
+        default="both",
+        help="the built-in questions: English, Chinese, or both in turn (default)",
+    )
+    g.add_argument(
+        "--instances", type=Path, default=None, help="refcoco: the COCO instances file the refs name"
+    )
+    g.add_argument(
+        "--split", default=None, help="refcoco: keep the refs of this split (train, val, testA...)"
     )
     p.set_defaults(func=run)
     return p

@@ -170,6 +170,7 @@ class Stats:
     skipped: Counter[str] = field(default_factory=Counter)
     images_written: int = 0
     files: int = 0
+    left_out: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
 
     def summary(self, out: Path, images_out: Path | None) -> str:
@@ -182,6 +183,8 @@ class Stats:
             text += f"; skipped {skipped} ({reasons})"
         else:
             text += "; skipped 0"
+        if self.left_out:
+            text += "; left out " + ", ".join(f"{n} {why}" for why, n in sorted(self.left_out.items()))
         if images_out is not None:
             text += f"; wrote {self.images_written} new image(s) to {images_out}"
         return text
