@@ -21,6 +21,7 @@ FORMATS = {
     "swift": ".swift",
     "coco": ".coco",
     "refcoco": ".refcoco",
+    "parquet": ".parquet",
 }
 
 
@@ -86,6 +87,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument(
         "--split", default=None, help="refcoco: keep the refs of this split (train, val, testA...)"
     )
+    g = p.add_argument_group("parquet")
+    g.add_argument("--batch-size", type=int, default=None, help="rows read at a time (default 64)")
     p.set_defaults(func=run)
     return p
 

@@ -295,9 +295,13 @@ class Job:
         try:
             with Image.open(io.BytesIO(data)) as image:
                 size, fmt = image.size, (image.format or "bin").lower()
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+        except UnidentifiedImageError:
             raise RecordError(
-                f"image bytes (sha256 {digest[:12]}) are not an image ({exc})", "bad image"
+                f"image bytes (sha256 {digest[:12]}) are not a recognised image", "bad image"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise RecordError(
+                f"image bytes (sha256 {digest[:12]}) cannot be read ({exc})", "bad image"
             ) from None
         ext = {"jpeg": "jpg"}.get(fmt, fmt)
         path = self.images_out / f"{digest}.{ext}"
@@ -361,7 +365,8 @@ def run_conversion(
     def problem(source: Path, reason: str, kind: str, line: int | None, name: str | None) -> None:
         line_text = str(DataProblem(str(source), reason, name, None, line))
         if on_error == "raise":
-            raise ConvertError(line_text + " (--on-error skip leaves such records out)")
+            hint = " (--on-error skip leaves such records out)" if kind != "unreadable source" else ""
+            raise ConvertError(line_text + hint)
         stats.problems.append(line_text)
         stats.skipped[kind] += 1
         print(f"skipped: {line_text}", file=err)
