@@ -3,6 +3,7 @@ each under raise and skip, and the output is what check-data reads (and byte-ide
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from convert_fixtures import check_data, convert, picture, read_samples, values, write_json, write_jsonl
@@ -135,3 +136,23 @@ def test_each_problem_is_one_line_under_raise_and_counted_under_skip(tmp_path, c
         f"read 9 record(s) from 1 file(s); wrote 1 sample(s) to {out}; skipped 8 (1 bad JSON, 2 bad image, "
         "2 bad structure, 1 placeholder count, 1 placeholder in answer, 1 unknown role)"
     )
+
+
+def test_source_and_option_problems_are_one_line(tmp_path, capsys) -> None:
+    out = tmp_path / "o.jsonl"
+    absent = tmp_path / "absent.json"
+    assert convert(capsys, "--from", "llava", absent, "--out", out)[2] == f"error: {absent}: no such file\n"
+    assert not out.exists()
+    code, _, stderr = convert(capsys, "--from", "llava", absent, "--out", out, "--images-out", tmp_path / "i")
+    assert stderr == "error: --images-out is for data carrying image bytes (parquet), not llava\n"
+    assert convert(capsys, "--from", "sharegpt", absent, "--out", out, "--dataset", "x")[2] == (
+        "error: --dataset names an entry of --dataset-info: give that file too\n"
+    )
+    # Bad JSON in the middle of a JSON list costs the rest of the file: under skip, what came before is written.
+    broken = tmp_path / "broken.json"
+    good = {"id": "a", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}
+    broken.write_text("[\n" + json.dumps(good) + ",\n{oops}\n]\n")
+    code, stdout, stderr = convert(capsys, "--from", "llava", broken, "--out", out, "--on-error", "skip")
+    assert code == 0 and [s["id"] for s in read_samples(out)] == ["a"]
+    assert stderr.startswith(f"skipped: {broken}:3: bad JSON: ") and stderr.count("\n") == 1
+    assert "skipped 1 (1 unreadable source)" in stdout

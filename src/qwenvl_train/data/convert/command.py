@@ -30,23 +30,29 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "convert",
         help="convert LLaVA, ShareGPT, ms-swift, parquet, COCO or RefCOCO data to the conversations format",
-        description=__doc__.split("\n")[0],
+        description="Convert data in the formats people already have to the original conversations format "
+        "(JSON Lines) that check-data and train read; boxes become Qwen-VL's [0, 1000) integers from each image's "
+        "real size.",
     )
     p.add_argument(
         "--from", dest="source_format", required=True, choices=sorted(FORMATS), help="the source format"
     )
     p.add_argument("sources", nargs="*", metavar="SRC", help="source files, converted in order")
-    p.add_argument("--out", required=True, type=Path, help="the JSON Lines file to write")
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="FILE.jsonl", help="the JSON Lines file to write"
+    )
     p.add_argument(
         "--image-root",
         type=Path,
         default=None,
+        metavar="DIR",
         help="folder relative image paths of the data are resolved against (default: each source file's folder)",
     )
     p.add_argument(
         "--images-out",
         type=Path,
         default=None,
+        metavar="DIR",
         help="folder to write image bytes carried in the data to (parquet)",
     )
     p.add_argument(
@@ -61,11 +67,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--dataset-info",
         type=Path,
         default=None,
+        metavar="FILE",
         help="LLaMA-Factory's dataset_info.json: its entry names the columns and role tags (and the file, when "
         "no SRC is given)",
     )
     g.add_argument(
-        "--dataset", default=None, help="the entry of --dataset-info to use (needed when it has several)"
+        "--dataset",
+        default=None,
+        metavar="NAME",
+        help="the entry of --dataset-info to use (needed when it has several)",
     )
     g = p.add_argument_group("coco and refcoco")
     g.add_argument(
@@ -82,13 +92,22 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="the built-in questions: English, Chinese, or both in turn (default)",
     )
     g.add_argument(
-        "--instances", type=Path, default=None, help="refcoco: the COCO instances file the refs name"
+        "--instances",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="refcoco: the COCO instances file the refs name",
     )
     g.add_argument(
-        "--split", default=None, help="refcoco: keep the refs of this split (train, val, testA...)"
+        "--split",
+        default=None,
+        metavar="NAME",
+        help="refcoco: keep the refs of this split (train, val, testA...)",
     )
     g = p.add_argument_group("parquet")
-    g.add_argument("--batch-size", type=int, default=None, help="rows read at a time (default 64)")
+    g.add_argument(
+        "--batch-size", type=int, default=None, metavar="N", help="rows read at a time (default 64)"
+    )
     p.set_defaults(func=run)
     return p
 
