@@ -9,7 +9,8 @@ counted. The output is JSON Lines with sorted keys in input order, so the same i
 Images: a path in a record is resolved against the image root (``--image-root``, else the source file's folder),
 its header is read (it must be an image: check-data would refuse it later anyway) and it is written relative to
 the output file's folder, which is where check-data and training resolve it from. Image bytes carried in the
-data (parquet) are written once under ``--images-out`` as ``<sha256>.<format>``. Sizes always come from the
+data (parquet) are written once under ``--images-out`` as ``<sha256>.<format>``. An http(s) URL is written as
+it is, and fetched (into the image loader's cache) only when a box needs its size. Sizes always come from the
 image's header (:meth:`Job.size`), never from an assumption.
 """
 
@@ -57,8 +58,8 @@ class SourceError(Exception):
 
 
 class Item(NamedTuple):
-    """One record of a source file: what it holds, the 1-based line where it starts (None when not known), its
-    0-based position, and its own id when it has one."""
+    """One record of a source file: what it holds (a :class:`RecordError` when it could not even be decoded), the
+    1-based line where it starts (None when not known), its 0-based position, and its own id when it has one."""
 
     value: Any
     line: int | None
@@ -171,7 +172,6 @@ class Stats:
     images_written: int = 0
     files: int = 0
     left_out: Counter[str] = field(default_factory=Counter)
-    problems: list[str] = field(default_factory=list)
 
     def summary(self, out: Path, images_out: Path | None) -> str:
         skipped = sum(self.skipped.values())
@@ -239,8 +239,10 @@ class Job:
         Raises:
             RecordError: missing, not an image, too large.
         """
+        from ..images import is_url
+
         resolved = self.resolve(ref)
-        if resolved.startswith(("http://", "https://")):
+        if is_url(resolved):
             return resolved
         self._header(resolved)
         return os.path.relpath(resolved, os.path.abspath(self.out.parent))
@@ -313,7 +315,7 @@ class Job:
                 tmp.write_bytes(data)
                 os.replace(tmp, path)
                 self.stats.images_written += 1
-        return os.path.relpath(path.resolve(), os.path.abspath(self.out.parent)), size
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(self.out.parent)), size
 
     # Boxes ---------------------------------------------------------------------------------------------------
 
@@ -367,7 +369,6 @@ def run_conversion(
         if on_error == "raise":
             hint = " (--on-error skip leaves such records out)" if kind != "unreadable source" else ""
             raise ConvertError(line_text + hint)
-        stats.problems.append(line_text)
         stats.skipped[kind] += 1
         print(f"skipped: {line_text}", file=err)
 
