@@ -4,6 +4,12 @@ kind of error, and the output through check-data."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+
+import pytest
+from PIL import Image
+
 from convert_fixtures import check_data, convert, picture, read_samples, values, write_json, write_jsonl
 
 
@@ -163,3 +169,40 @@ def test_refcoco_exports_with_xywh_boxes(tmp_path, capsys) -> None:
         f"skipped: {src}:2: sample '#1': xywh box [20, 10, 0, 40]: zero area",
         f"skipped: {src}:3: sample '#2': no referring expression ('sentences', 'sentence' or 'expression')",
     ]
+
+
+def test_refcoco_parquet_export_with_image_bytes(tmp_path, capsys, tiny_model_dir) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    buffer = io.BytesIO()
+    Image.new("RGB", (50, 40), (9, 9, 9)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    rows = [
+        # On 50x40: 1000 * 5 / 50 = 100, 1000 * 4 / 40 = 100, 5 + 45 = 50 -> 999, 4 + 16 = 20 -> 500.
+        {"image": {"bytes": data, "path": None}, "bbox": [5.0, 4.0, 45.0, 16.0], "sentences": ["top band"],
+         "segmentation": [[1.0, 2.0]]},
+        {"image": {"bytes": data, "path": None}, "bbox": [5.0, 4.0, 46.0, 16.0], "sentences": ["too wide"],
+         "segmentation": [[1.0, 2.0]]},
+    ]  # fmt: skip
+    src = tmp_path / "refcoco-val.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), src)
+    out = tmp_path / "o.jsonl"
+    args = ("--from", "refcoco", src, "--out", out, "--lang", "en", "--on-error", "skip")
+    assert (
+        convert(capsys, *args)[2]
+        == "error: this data carries image bytes: give --images-out DIR to write them to\n"
+    )
+    code, stdout, stderr = convert(capsys, *args, "--images-out", tmp_path / "img")
+    assert code == 0, stderr
+    name = hashlib.sha256(data).hexdigest()
+    assert values(read_samples(out)) == [
+        [
+            ("user", f"Picture 1: <img>img/{name}.png</img>\nWhere is the top band in the picture?"),
+            ("assistant", "<ref>top band</ref><box>(100,100),(999,500)</box>"),
+        ]
+    ]
+    assert (
+        stderr == f"skipped: {src}: sample '#1': xywh box [5.0, 4.0, 46.0, 16.0]: outside the 50x40 image\n"
+    )
+    assert stdout.strip().endswith(f"skipped 1 (1 bad box); wrote 1 new image(s) to {tmp_path / 'img'}")
+    assert "samples: 1 read, 1 ok" in check_data(capsys, out, tiny_model_dir)

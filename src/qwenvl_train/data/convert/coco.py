@@ -49,9 +49,9 @@ def question(job: Job, index: int, ref: str) -> str:
 def grounding(
     job: Job, item: Item, path: str, ref: str, boxes: list[tuple[int, int, int, int]]
 ) -> dict[str, Any]:
-    """One conversation: the picture and a question about ``ref`` (the item's turn of the templates), answered
-    with its boxes (Qwen-VL corners)."""
-    user = markup(image_markup, 1, job.image(path)) + question(job, item.index, ref)
+    """One conversation: the picture (``path`` as the output names it) and a question about ``ref`` (the item's
+    turn of the templates), answered with its boxes (Qwen-VL corners)."""
+    user = markup(image_markup, 1, path) + question(job, item.index, ref)
     assistant = markup(grounding_markup, ref, boxes)
     return sample(item.id or f"#{item.index}", [turn("user", user), turn("assistant", assistant)])
 
@@ -157,4 +157,4 @@ def convert(item: Item, job: Job) -> list[dict[str, Any]]:
             boxes.append(job.qwen_box(ann["bbox"], "xywh", size))
         except RecordError as exc:
             raise RecordError(f"annotation {ann.get('id')!r}: {exc}", exc.kind) from None
-    return [grounding(job, item, image["file_name"], name, boxes)]
+    return [grounding(job, item, job.image(image["file_name"]), name, boxes)]

@@ -15,6 +15,7 @@ pyarrow in batches of rows (``--batch-size``), so a file larger than memory conv
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,12 @@ ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
 DEFAULT_BATCH = 64
 
 
-def items(source: Path, job: Job) -> Any:
-    """The rows of a parquet file, batch by batch, each with the file's layout."""
+def open_parquet(source: Path) -> Any:
+    """A ``pyarrow.parquet.ParquetFile`` (rows not read yet).
+
+    Raises:
+        SourceError: no pyarrow, no such file, not parquet.
+    """
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -35,11 +40,27 @@ def items(source: Path, job: Job) -> Any:
             "reading parquet needs pyarrow: pip install pyarrow (or the 'convert' extra)"
         ) from None
     try:
-        parquet = pq.ParquetFile(source)
+        return pq.ParquetFile(source)
     except FileNotFoundError:
         raise SourceError("no such file") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a file that is not parquet vary
         raise SourceError(f"cannot read as parquet ({type(exc).__name__}: {exc})") from None
+
+
+def rows(parquet: Any, job: Job, columns: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(index, row)`` of every row, ``columns`` only, read ``--batch-size`` rows at a time."""
+    index = 0
+    for batch in parquet.iter_batches(
+        batch_size=job.options.get("batch_size") or DEFAULT_BATCH, columns=columns
+    ):
+        for row in batch.to_pylist():
+            yield index, row
+            index += 1
+
+
+def items(source: Path, job: Job) -> Any:
+    """The rows of a parquet file, batch by batch, each with the file's layout."""
+    parquet = open_parquet(source)
     names = set(parquet.schema_arrow.names)
     if {"messages", "images"} <= names:
         layout = "messages"
@@ -50,15 +71,9 @@ def items(source: Path, job: Job) -> Any:
             f"unknown layout (columns: {', '.join(sorted(names))}); expected messages + images (TRL) or "
             "texts + images (the_cauldron)"
         )
-    columns = [c for c in (layout, "images", "id") if c in names]
-    index = 0
-    for batch in parquet.iter_batches(
-        batch_size=job.options.get("batch_size") or DEFAULT_BATCH, columns=columns
-    ):
-        for row in batch.to_pylist():
-            raw_id = row.get("id")
-            yield Item((layout, row), None, index, str(raw_id) if isinstance(raw_id, (str, int)) else None)
-            index += 1
+    for index, row in rows(parquet, job, [c for c in (layout, "images", "id") if c in names]):
+        raw_id = row.get("id")
+        yield Item((layout, row), None, index, str(raw_id) if isinstance(raw_id, (str, int)) else None)
 
 
 def _images(job: Job, row: dict[str, Any]) -> list[str]:

@@ -10,9 +10,10 @@ Two layouts:
   this command does not load: ``python -c "import json, pickle; json.dump(pickle.load(open('refs(unc).p',
   'rb')), open('refs.json', 'w'))"``) and ``--instances`` the COCO instances file its ``ann_id`` and
   ``image_id`` name;
-- the common JSON exports: one record per object, ``{"file_name" or "image": path, "bbox": [x, y, width,
-  height], "sentences": [...]}`` (each sentence a string or ``{"sent"}``; ``"sentence"`` or ``"expression"`` for
-  a single one).
+- the common exports, JSON, JSON Lines or parquet (a ``.parquet`` SRC, read in batches): one record per object,
+  ``{"file_name" or "image": path, "bbox": [x, y, width, height], "sentences": [...]}`` (each sentence a string
+  or ``{"sent"}``; ``"sentence"`` or ``"expression"`` for a single one); an ``image`` carrying ``{bytes, path}``
+  (Hugging Face's image feature) is written once to ``--images-out`` when that is given, else its path is used.
 
 Boxes are ``[x, y, width, height]`` in pixels, converted with the image's real size (its header; in the first
 layout the instances file's size must agree). ``--split`` keeps the refs of one split and counts the others.
@@ -26,7 +27,7 @@ from typing import Any
 
 from .coco import checked_size, grounding, load_instances
 from .coco import setup as coco_setup
-from .common import Item, Job, RecordError, json_items
+from .common import ConvertError, Item, Job, RecordError, json_items, record_id
 
 
 def setup(options: dict[str, Any], sources: list[Path]) -> list[Path]:
@@ -37,9 +38,24 @@ def setup(options: dict[str, Any], sources: list[Path]) -> list[Path]:
     return coco_setup(options, sources)
 
 
+WRITES_IMAGES = True  # a parquet export may carry the pictures
+COLUMNS = ("id", "ref_id", "ann_id", "image_id", "split", "file_name", "image", "bbox", "sentences", "sentence",
+           "expression")  # fmt: skip
+
+
+def _parquet_items(source: Path, job: Job) -> Any:
+    from .parquet import open_parquet, rows
+
+    parquet = open_parquet(source)
+    names = set(parquet.schema_arrow.names)
+    for index, row in rows(parquet, job, [c for c in COLUMNS if c in names]):
+        yield Item(row, None, index, record_id(row))
+
+
 def items(source: Path, job: Job) -> Any:
-    """The refs or exported records of a JSON or JSON Lines file."""
-    for item in json_items(source):
+    """The refs or exported records of a JSON, JSON Lines or parquet file."""
+    found = _parquet_items(source, job) if source.suffix.lower() == ".parquet" else json_items(source)
+    for item in found:
         ref_id = item.value.get("ref_id") if isinstance(item.value, dict) else None
         yield item._replace(id=item.id or (f"ref{ref_id}" if isinstance(ref_id, int) else None))
 
@@ -63,9 +79,28 @@ def sentences(value: dict[str, Any]) -> list[str]:
     return out
 
 
+def _picture(value: dict[str, Any], job: Job) -> tuple[str, tuple[int, int]]:
+    """The written path and size of an exported record's picture: its bytes (written to ``--images-out``) when
+    it carries them and that folder is given, else its path (``file_name``, or ``image`` as a path)."""
+    image = value.get("image")
+    data = image.get("bytes") if isinstance(image, dict) else None
+    if data and job.images_out is not None:
+        return job.image_bytes(data)
+    path = value.get("file_name")
+    if not isinstance(path, str) or not path:
+        path = image.get("path") if isinstance(image, dict) else image
+    if isinstance(path, str) and path:
+        return job.image(path), job.size(path)
+    if data:
+        return job.image_bytes(data)  # says to give --images-out
+    raise RecordError("no picture ('file_name' or 'image'); refs need --instances", "bad structure")
+
+
 def convert(item: Item, job: Job) -> list[dict[str, Any]]:
     """One ref (or exported object) as one conversation per expression."""
     value = item.value
+    if job.images_out is not None and job.options.get("coco") is not None:
+        raise ConvertError("--images-out is for exports carrying image bytes, not refs with --instances")
     if not isinstance(value, dict):
         raise RecordError(f"record is a {type(value).__name__}, expected an object", "bad structure")
     split = job.options.get("split")
@@ -81,14 +116,10 @@ def convert(item: Item, job: Job) -> list[dict[str, Any]]:
         image = images.get(value.get("image_id", ann.get("image_id")))
         if image is None:
             raise RecordError(f"image_id {value.get('image_id')!r} is not in --instances", "bad structure")
-        size, path, box = checked_size(job, image), image["file_name"], ann.get("bbox")
+        size, path, box = checked_size(job, image), job.image(image["file_name"]), ann.get("bbox")
     else:
-        path = value.get("file_name", value.get("image"))
-        if not isinstance(path, str):
-            raise RecordError(
-                "no image path ('file_name' or 'image'); refs need --instances", "bad structure"
-            )
-        size, box = job.size(path), value.get("bbox")
+        path, size = _picture(value, job)
+        box = value.get("bbox")
     base = item.id or f"{job.source.stem}-{item.index}"
     texts = sentences(value)
     qwen = job.qwen_box(box, "xywh", size)
