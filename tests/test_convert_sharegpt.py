@@ -100,6 +100,7 @@ def test_problems_under_skip(tmp_path, capsys) -> None:
             {"messages": msgs + [{"role": "observation", "content": "x"}], "images": ["a.png"]},
             {"messages": msgs, "images": ["a.png"], "system": 3},
             {"messages": "hi"},
+            {"messages": msgs, "images": ["a.png"], "videos": ["v.mp4"]},
         ],
     )
     out = tmp_path / "o.jsonl"
@@ -110,5 +111,6 @@ def test_problems_under_skip(tmp_path, capsys) -> None:
         f"skipped: {src}:3: sample '#2': turn 2: unknown role 'observation' (expected assistant, system, user)",
         f"skipped: {src}:4: sample '#3': 'system' is 3, expected a string",
         f"skipped: {src}:5: sample '#4': 'messages' is a string, expected list",
+        f"skipped: {src}:6: sample '#5': 'videos': Qwen-VL takes pictures only",
     ]
-    assert "read 5 record(s) from 1 file(s); wrote 1 sample(s)" in stdout
+    assert "read 6 record(s) from 1 file(s); wrote 1 sample(s)" in stdout

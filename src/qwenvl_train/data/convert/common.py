@@ -152,6 +152,13 @@ def require(value: Any, key: str, expected: type | tuple[type, ...], what: str |
     return found
 
 
+def no_other_media(value: Any, keys: Sequence[str] = ("videos", "audios")) -> None:
+    """Qwen-VL takes pictures only: a record carrying videos or audio is an error, not dropped quietly."""
+    for key in keys:
+        if isinstance(value, dict) and value.get(key):
+            raise RecordError(f"{key!r}: Qwen-VL takes pictures only", "videos or audio")
+
+
 def turn(role: str, value: str) -> dict[str, str]:
     """One turn of the output's ``conversations``."""
     return {"from": role, "value": value}

@@ -23,6 +23,7 @@ from .common import (
     SourceError,
     json_items,
     load_json,
+    no_other_media,
     require,
     sample,
     turn,
@@ -98,6 +99,7 @@ def convert(item: Item, job: Job) -> list[dict[str, Any]]:
     if layout is None:
         layout = MESSAGES if isinstance(value, dict) and "messages" in value else CONVERSATIONS
     turns = require(value, layout.messages, list)
+    no_other_media(value)
     paths = [job.image(p) for p in image_list(value, layout.images)]
     out = conversation(turns, layout.roles, paths, layout.role_tag, layout.content_tag)
     system = value.get(layout.system)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...format.markup import box_markup, ref_markup
-from .common import Item, Job, RecordError, json_items, markup, require, sample
+from .common import Item, Job, RecordError, json_items, markup, no_other_media, require, sample
 from .llava import conversation
 from .sharegpt import MESSAGES
 
@@ -69,6 +69,7 @@ def convert(item: Item, job: Job) -> list[dict[str, Any]]:
     """One ms-swift record as one sample."""
     value = item.value
     messages = require(value, "messages", list)
+    no_other_media(value)
     refs_paths = _images(value)
     turns = conversation(messages, MESSAGES.roles, [job.image(p) for p in refs_paths], "role", "content")
     objects = _objects(value)
