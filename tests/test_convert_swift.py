@@ -66,15 +66,18 @@ def test_grounding_records_convert_as_computed_by_hand(tmp_path, capsys, tiny_mo
     assert "samples: 2 read, 2 ok" in check_data(capsys, out, tiny_model_dir)
 
 
-def test_real_boxes_on_the_second_image_use_its_size(tmp_path, capsys) -> None:
+def test_boxes_on_the_second_image_use_its_size_and_untagged_images_open_the_question(
+    tmp_path, capsys
+) -> None:
     picture(tmp_path / "wide.png", 200, 100)
     picture(tmp_path / "square.png", 400, 400)
     src = write_jsonl(
         tmp_path / "s.jsonl",
         [
             {
-                "messages": [
-                    {"role": "user", "content": "<image><image>Where is <ref-object> in picture 2?"},
+                "messages": [  # no <image>: ms-swift puts the pictures first
+                    {"role": "system", "content": "Be exact."},
+                    {"role": "user", "content": "Where is <ref-object> in picture 2?"},
                     {"role": "assistant", "content": "<bbox>"},
                 ],
                 "images": ["wide.png", "square.png"],
@@ -84,7 +87,13 @@ def test_real_boxes_on_the_second_image_use_its_size(tmp_path, capsys) -> None:
         ],
     )
     assert convert(capsys, "--from", "swift", src, "--out", tmp_path / "o.jsonl")[0] == 0
-    assert values(read_samples(tmp_path / "o.jsonl"))[0][1] == ("assistant", "<box>(250,0),(750,100)</box>")
+    assert values(read_samples(tmp_path / "o.jsonl"))[0][1:] == [
+        (
+            "user",
+            "Picture 1: <img>wide.png</img>\nPicture 2: <img>square.png</img>\nWhere is <ref>it</ref> in picture 2?",
+        ),
+        ("assistant", "<box>(250,0),(750,100)</box>"),
+    ]
 
 
 def test_each_kind_of_error_under_raise_and_skip(tmp_path, capsys) -> None:

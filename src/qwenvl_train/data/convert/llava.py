@@ -38,9 +38,12 @@ def conversation(
     paths: list[str],
     role_key: str = "from",
     value_key: str = "value",
+    missing_first: bool = False,
 ) -> list[dict[str, str]]:
     """The output turns of ``turns`` (objects with ``role_key``/``value_key``), ``<image>`` placeholders filled
-    with ``paths`` in order. Shared with the ShareGPT reader.
+    with ``paths`` in order. Shared with the ShareGPT and ms-swift readers.
+
+    With ``missing_first`` (ms-swift's rule), images without a placeholder open the first user turn, in order.
 
     Raises:
         RecordError: a turn of the wrong shape, an unknown role, a placeholder outside a user turn, or not as
@@ -55,6 +58,12 @@ def conversation(
         for t in turns
         if isinstance(t, dict) and isinstance(t.get(value_key), str)
     )
+    if missing_first and placeholders < len(paths):
+        turns = [dict(t) for t in turns]
+        first = next((t for t in turns if roles.get(t.get(role_key)) == "user"), None)
+        if first is not None and isinstance(first.get(value_key), str):
+            first[value_key] = IMAGE_PLACEHOLDER * (len(paths) - placeholders) + first[value_key]
+            placeholders = len(paths)
     if placeholders != len(paths):
         raise RecordError(
             f"{placeholders} {IMAGE_PLACEHOLDER} placeholder(s) for {len(paths)} image(s)",

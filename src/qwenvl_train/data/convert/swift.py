@@ -2,7 +2,8 @@
 "assistant", "content": "<bbox>"}], "images": ["a.jpg"], "objects": {"ref": ["the dog"], "bbox": [[x1, y1, x2,
 y2]], "bbox_type": "real", "image_id": [0]}}``, as a JSON list or JSON Lines.
 
-The ``<image>`` placeholders are filled with the images in order; the ``<ref-object>`` placeholders, in reading
+The ``<image>`` placeholders are filled with the images in order (images without a placeholder open the first
+user turn, as ms-swift adds them); the ``<ref-object>`` placeholders, in reading
 order over the whole conversation, with ``<ref>ref[i]</ref>``; the ``<bbox>`` placeholders with
 ``<box>(x1,y1),(x2,y2)</box>`` of ``bbox[i]`` (a box, or a list of boxes written as a chain), converted from
 pixel corners (``bbox_type`` ``real``, the default) or [0, 1] corners (``norm1``) with the real size of image
@@ -71,7 +72,8 @@ def convert(item: Item, job: Job) -> list[dict[str, Any]]:
     messages = require(value, "messages", list)
     no_other_media(value)
     refs_paths = _images(value)
-    turns = conversation(messages, MESSAGES.roles, [job.image(p) for p in refs_paths], "role", "content")
+    paths = [job.image(p) for p in refs_paths]
+    turns = conversation(messages, MESSAGES.roles, paths, "role", "content", missing_first=True)
     objects = _objects(value)
     refs = objects.get("ref") or []
     boxes = objects.get("bbox") or []
