@@ -381,6 +381,9 @@ def run_conversion(
 
     job.out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=job.out.parent, prefix=f".{job.out.name}.", suffix=".partial")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             for source in sources:
