@@ -65,7 +65,8 @@ def test_llava_converts_and_check_data_reads_it(tmp_path, capsys, tiny_model_dir
         ],
         [("user", "Hi"), ("assistant", "Hello")],
     ]
-    assert out.stat().st_mode & 0o044  # readable by others as any new file (not mkstemp's 0600)
+    (tmp_path / "plain").write_text("")  # the output has the mode of any new file (not mkstemp's 0600)
+    assert out.stat().st_mode == (tmp_path / "plain").stat().st_mode
     first = out.read_bytes()
     assert convert(capsys, "--from", "llava", src, "--image-root", tmp_path / "coco", "--out", out)[0] == 0
     assert out.read_bytes() == first  # the same input, the same bytes
