@@ -33,6 +33,8 @@ from .common import ConvertError, Item, Job, RecordError, json_items, record_id
 def setup(options: dict[str, Any], sources: list[Path]) -> list[Path]:
     """Load ``--instances`` (its images and annotations by id) and check the question templates."""
     if options.get("instances") is not None:
+        if options.get("images_out") is not None:
+            raise ConvertError("--images-out is for exports carrying image bytes, not refs with --instances")
         images, _, annotations = load_instances(Path(options["instances"]))
         options["coco"] = (images, {a.get("id"): a for a in annotations if isinstance(a, dict)})
     return coco_setup(options, sources)
@@ -99,8 +101,6 @@ def _picture(value: dict[str, Any], job: Job) -> tuple[str, tuple[int, int]]:
 def convert(item: Item, job: Job) -> list[dict[str, Any]]:
     """One ref (or exported object) as one conversation per expression."""
     value = item.value
-    if job.images_out is not None and job.options.get("coco") is not None:
-        raise ConvertError("--images-out is for exports carrying image bytes, not refs with --instances")
     if not isinstance(value, dict):
         raise RecordError(f"record is a {type(value).__name__}, expected an object", "bad structure")
     split = job.options.get("split")
