@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-COMMANDS = ["check-data", "chat", "eval", "merge", "make-tiny", "vocab"]
+COMMANDS = ["check-data", "convert", "chat", "eval", "merge", "make-tiny", "vocab"]
 
 
 def run_python(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -148,7 +148,7 @@ def test_the_format_package_imports_only_itself_and_the_errors() -> None:
 def test_importing_the_format_loads_nothing_heavy() -> None:
     code = (
         "import sys\n"
-        "from qwenvl_train.format import markup, render, rules, sample, tokens\n"
+        "from qwenvl_train.format import boxes, markup, render, rules, sample, tokens\n"
         "import qwenvl_train.format as f\n"
         "[getattr(f, name) for name in f.__all__]\n"
         "prefixes = ('torch', 'numpy', 'transformers', 'PIL', 'tiktoken', 'qwenvl_train.data', 'qwenvl_train.model',\n"

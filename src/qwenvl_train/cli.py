@@ -4,6 +4,7 @@
     qwenvl-train make-tiny DIR [--seed N] [--preset demo] write a tiny random Qwen-VL checkpoint (original format)
     qwenvl-train demo-data OUT [--n N] [--seed S]  write the demo's generated grounding dataset
     qwenvl-train demo [--out DIR] [--steps N|small]  the whole product on a small model (make demo)
+    qwenvl-train convert --from FORMAT SRC... --out F.jsonl  bring LLaVA, ShareGPT, swift, COCO... data in
     qwenvl-train check-data DATA... --model DIR  read data as training does; report lengths and errors
     qwenvl-train train [--config FILE.yaml] [options]  fine-tune (full, LoRA, Q-LoRA); see `train --help`
     qwenvl-train merge --adapter DIR --output DIR [--base DIR]  merge an adapter into its base (original layout)
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.check import add_parser as add_check_data
 
     add_check_data(sub)
+    from .data.convert.command import add_parser as add_convert
+
+    add_convert(sub)
     from .inference import chat_cli, eval_cli
 
     chat_cli.add_parser(sub)

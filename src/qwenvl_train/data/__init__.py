@@ -17,6 +17,8 @@ The format itself (sample types, conversation rules, markup, ChatML ids and labe
 - :mod:`.dataset` is the training dataset over a scan's items (images loaded per item).
 - :mod:`.collator` pads batches and stacks images.
 - :mod:`.check` is ``qwenvl-train check-data``: the scan plus a printer.
+- :mod:`.convert` is ``qwenvl-train convert``: one importer per source format (LLaVA, ShareGPT, ms-swift,
+  parquet, COCO, RefCOCO) writing the conversations format, boxes through :mod:`qwenvl_train.format.boxes`.
 
 What the data needs from a model config (``n_queries``, ``image_size``) is read by
 :func:`qwenvl_train.model.visual_config.vision_settings`, exported here too.

@@ -22,6 +22,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from ..format.boxes import to_qwen_box
+
 #: Cells per side of the position grid.
 GRID = 4
 #: Side of the saved pictures in pixels (the model resizes them to its own image size).
@@ -64,8 +66,9 @@ class Shape:
     y1: int
 
     def box(self, size: int = IMAGE_SIZE) -> tuple[int, int, int, int]:
-        """The bounds in the [0, 1000) coordinates of Qwen-VL's ``<box>``: ``(x1, y1, x2, y2)``."""
-        return tuple(min(999, v * 1000 // size) for v in (self.x0, self.y0, self.x1, self.y1))  # type: ignore[return-value]
+        """The bounds in the [0, 1000) coordinates of Qwen-VL's ``<box>``: ``(x1, y1, x2, y2)``
+        (:func:`qwenvl_train.format.boxes.to_qwen_box`, as every importer converts pixel corners)."""
+        return to_qwen_box((self.x0, self.y0, self.x1, self.y1), "xyxy", size, size)
 
     def name(self, chinese: bool) -> str:
         """``the red circle`` or ``红色的圆``."""

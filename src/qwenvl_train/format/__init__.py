@@ -6,6 +6,9 @@
 - :mod:`.markup` is the one scanner of ``<img>``, ``<ref>``, ``<box>``, ``<quad>``, read strictly for data
   (:func:`parse_value`), as the original tokenizer read chat queries (:func:`read_prompt`) and leniently for
   what a model writes (:func:`split_markup`, :func:`to_list_format`, :func:`parse_groundings`).
+- :mod:`.boxes` converts box coordinates: pixel corners, x/y/width/height and [0, 1] boxes to Qwen-VL's
+  [0, 1000) integers (:func:`to_qwen_box`, from the image's real size) and back to pixels (:func:`to_pixels`);
+  :mod:`.markup` writes the tags (:func:`image_markup`, :func:`grounding_markup`).
 - :mod:`.rules` are the conversation rules (turns alternate user/assistant, end with the assistant, no empty
   value, no image in an answer, plain-text system prompt) and the label policies.
 - :mod:`.render` is the one ChatML renderer: training ids and labels (:func:`render_conversation`, under the
@@ -38,6 +41,13 @@ __all__ = [
     "Sample",
     "TextEncoder",
     "Turn",
+    "BoxError",
+    "box_markup",
+    "grounding_markup",
+    "image_markup",
+    "ref_markup",
+    "to_pixels",
+    "to_qwen_box",
     "encode_markup",
     "find_tag",
     "image_span",
@@ -67,6 +77,13 @@ _LAZY = {
     "read_prompt": ".markup",
     "split_markup": ".markup",
     "to_list_format": ".markup",
+    "BoxError": ".boxes",
+    "to_pixels": ".boxes",
+    "to_qwen_box": ".boxes",
+    "box_markup": ".markup",
+    "grounding_markup": ".markup",
+    "image_markup": ".markup",
+    "ref_markup": ".markup",
     "POLICIES": ".rules",
     "DEFAULT_MAX_WINDOW_SIZE": ".render",
     "IGNORE_INDEX": ".render",

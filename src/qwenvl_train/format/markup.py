@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -495,3 +495,44 @@ def latest_image(response: str, history: list[tuple[str, str | None]] | None = N
         if images:
             return images[-1]
     return None
+
+
+# Writing markup ---------------------------------------------------------------------------------------------
+#
+# What importers write (``qwenvl-train convert``): the tags built here, never by hand elsewhere. Each writer
+# refuses text that would not read back as written (a path holding ``</img>``, a ref holding a tag).
+
+
+def _plain(text: str, what: str) -> str:
+    if not text.strip():
+        raise MarkupError(f"empty {what}")
+    tag = find_tag(text)
+    if tag is not None:
+        raise MarkupError(f"{what} {printable(text)!r} holds the tag {tag.text}")
+    return text
+
+
+def image_markup(index: int, path: str) -> str:
+    """``Picture {index}: <img>{path}</img>\\n``: the ``index``-th picture (from 1) of a conversation."""
+    return f"Picture {index}: {st.IMG_START}{_plain(path, 'image path')}{st.IMG_END}\n"
+
+
+def box_markup(box: tuple[int, int, int, int]) -> str:
+    """``<box>(x1,y1),(x2,y2)</box>`` for Qwen-VL corners (checked as data is: integers in [0, 1000), ordered)."""
+    x1, y1, x2, y2 = box
+    body = f"({x1},{y1}),({x2},{y2})"
+    validate_box(body)
+    return f"{st.BOX_START}{body}{st.BOX_END}"
+
+
+def ref_markup(ref: str) -> str:
+    """``<ref>{ref}</ref>``."""
+    return f"{st.REF_START}{_plain(ref, 'ref text')}{st.REF_END}"
+
+
+def grounding_markup(ref: str | None, boxes: Sequence[tuple[int, int, int, int]]) -> str:
+    """``<ref>{ref}</ref><box>..</box><box>..</box>``: a ref and its chain of boxes (just the boxes when ``ref``
+    is None, for an answer whose question holds the ref)."""
+    if not boxes:
+        raise MarkupError("a grounding needs at least one box")
+    return (ref_markup(ref) if ref is not None else "") + "".join(box_markup(b) for b in boxes)

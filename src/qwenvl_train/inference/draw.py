@@ -1,10 +1,10 @@
 """Draw the boxes and quads of an answer on its picture (``tokenizer.draw_bbox_on_latest_picture``).
 
-Coordinates are scaled from [0, 1000) to pixels as the original did (``int(x / 1000 * width)``). Each ref
-starts a new colour (its chain of boxes shares it) and is written above its first box. Labels use a font with
-CJK glyphs when one is installed (``$QWENVL_TRAIN_FONT``, then fontconfig's fonts covering Chinese, then a few
-usual paths), Pillow's default font otherwise; nothing is ever downloaded (the original fetched SimSun from the
-network at import and drew with matplotlib).
+Coordinates are scaled from [0, 1000) to pixels by :func:`qwenvl_train.format.boxes.to_pixels`, as the original
+did (``int(x / 1000 * width)``). Each ref starts a new colour (its chain of boxes shares it) and is written above
+its first box. Labels use a font with CJK glyphs when one is installed (``$QWENVL_TRAIN_FONT``, then fontconfig's
+fonts covering Chinese, then a few usual paths), Pillow's default font otherwise; nothing is ever downloaded (the
+original fetched SimSun from the network at import and drew with matplotlib).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..format.boxes import to_pixels
 from ..format.markup import Grounding, latest_image, parse_groundings
 
 if TYPE_CHECKING:
@@ -76,11 +77,6 @@ def load_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         except OSError:
             pass  # unreadable font file: fall back to the default below
     return ImageFont.load_default(size=size)
-
-
-def to_pixels(points: Sequence[tuple[int, int]], width: int, height: int) -> list[tuple[int, int]]:
-    """Scale [0, 1000) coordinates to pixels, as the original: ``int(x / 1000 * width)``."""
-    return [(int(x / 1000 * width), int(y / 1000 * height)) for x, y in points]
 
 
 def draw_groundings(image: Image.Image, groundings: Sequence[Grounding]) -> Image.Image:
