@@ -78,3 +78,12 @@ def test_serve_load_prints_its_table() -> None:
         assert column in header
     assert [row[:2] for row in rows] == [["2", "1"], ["2", "2"]]
     assert all(int(row[2]) > 0 and float(row[3]) > 0 for row in rows)
+
+
+def test_hard_inputs_prints_the_peak_memory_of_check_data_per_input() -> None:
+    out = run("hard_inputs.py", "--csv-mb", "2", "--record-mb", "1")
+    header, rows = table_rows(out, "peak MiB")
+    assert "growth/file" in header
+    assert [row[0] for row in rows] == ["small", "csv", "record"]
+    assert [row[2] for row in rows] == ["0", "1", "1"]  # the bad file and the oversized record are reported
+    assert "bad JSON" in out and "no sample left to train on" in out

@@ -123,6 +123,11 @@ MALFORMED = [
         ["d.jsonl:2:13: bad JSON"],
     ),
     ("empty_list", "d.json", [], ["d.json: no samples in file"]),
+    # valid JSON that Python's decoder refuses: that record is lost, with the same one-line bad-JSON error
+    ("deep_nesting", "d.json", '[{"id": "a", "conversations": ' + "[" * 10_000 + "]" * 10_000 + "}]", ["d.json:1: bad JSON: nested too deeply"]),
+    ("deep_nesting_jsonl", "d.jsonl", json.dumps({"id": "a", "conversations": _conv("q", "a")}) + '\n{"id": "b", "x": ' + "[" * 10_000 + "]" * 10_000 + "}\n", ["d.jsonl:2: bad JSON: nested too deeply"]),
+    ("huge_int", "d.json", '[\n{"id": ' + "7" * 5000 + ', "conversations": []}]', ["d.json:2: bad JSON: cannot decode (Exceeds the limit (4300 digits)"]),
+    ("huge_int_jsonl", "d.jsonl", json.dumps({"id": "a", "conversations": _conv("q", "a")}) + '\n{"id": ' + "7" * 5000 + "}\n", ["d.jsonl:2: bad JSON: cannot decode", "value has 5000 digits"]),
     ("not_a_list_of_objects", "d.json", ["just a string"], ["sample '#0': sample is a str, expected an object"]),
     ("missing_conversations", "d.json", [{"id": "a", "messages": []}], ["sample 'a': missing key 'conversations'"]),
     ("missing_value", "d.json", [{"id": "a", "conversations": [{"from": "user"}]}], ["sample 'a': turn 0: missing key 'value'"]),
@@ -188,6 +193,7 @@ MALFORMED = [
 
 
 WHOLE_FILE = {"bad_json", "bad_json_multiline", "empty_list"}  # errors that cost the whole file
+GOOD_LINE_KEPT = {"bad_jsonl_line", "deep_nesting_jsonl", "huge_int_jsonl"}  # JSON Lines with a good line "a"
 
 
 def _write_case(folder: Path, file_name: str, content, server: str) -> Path:
@@ -231,7 +237,7 @@ def test_malformed_input_is_reported_with_the_sample(
     ds = ConversationDataset.from_files(
         [good, data], tok, n_queries=16, image_size=56, verify_images="full", image_timeout=5, on_error="skip"
     )
-    kept = ["fine", "a"] if name == "bad_jsonl_line" else ["fine"]  # the JSONL file's good line is kept
+    kept = ["fine", "a"] if name in GOOD_LINE_KEPT else ["fine"]  # the JSONL file's good line is kept
     assert [it.id for it in ds.items] == kept and len(ds.summary.errors) == 1
     expected_counts = (0, 1) if name in WHOLE_FILE else (1, 0)
     assert (ds.summary.skipped, ds.summary.unreadable_files) == expected_counts

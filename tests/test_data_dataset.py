@@ -249,7 +249,7 @@ def test_truncated_image_found_by_full_verification_or_at_getitem(tok, tmp_path)
     (tmp_path / "cut.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     data = write_json(tmp_path / "d.json", [{"id": "t", "conversations": conv("<img>cut.png</img>x", "y")}])
     ds = ConversationDataset.from_files(data, tok, **SMALL)  # the header is fine
-    with pytest.raises(SampleLoadError, match=r"d\.json: sample 't': turn 0: .*cut\.png: cannot decode"):
+    with pytest.raises(SampleLoadError, match=r"d\.json:1: sample 't': turn 0: .*cut\.png: cannot decode"):
         ds[0]
     with pytest.raises(DataValidationError, match="cannot decode"):
         ConversationDataset.from_files(data, tok, **SMALL, verify_images="full")
@@ -434,7 +434,7 @@ def test_an_image_failing_after_the_scan_is_replaced_or_stops_training(tok, tmp_
     assert replaced["id"] == "s2" and skip[1]["id"] == "s2"
     assert torch.equal(replaced["input_ids"], originals[2]["input_ids"])
     assert torch.equal(replaced["pixel_values"], originals[2]["pixel_values"])
-    assert replaced["replaced"] == f"{data}: sample 's1': turn 0: {tmp_path / '1.png'}: no such file"
+    assert replaced["replaced"] == f"{data}:1: sample 's1': turn 0: {tmp_path / '1.png'}: no such file"
     assert "replaced" not in skip[0] and "replaced" not in skip[2]
     batch = DataCollator()([skip[i] for i in range(3)])
     assert batch["replaced_samples"] == 1 and batch["input_ids"].shape[0] == 3
@@ -445,7 +445,7 @@ def test_an_image_failing_after_the_scan_is_replaced_or_stops_training(tok, tmp_
     line = str(info.value)
     assert "\n" not in line
     assert line.startswith(
-        f"{data}: sample 's1': turn 0: {tmp_path / '1.png'}: no such file (run `qwenvl-train"
+        f"{data}:1: sample 's1': turn 0: {tmp_path / '1.png'}: no such file (run `qwenvl-train"
     )
     # raised in a DataLoader worker, it comes back wrapped in a traceback: .line recovers the one line
     loader = DataLoader(stop, batch_size=1, collate_fn=DataCollator(), num_workers=1)
@@ -513,3 +513,17 @@ def test_urls_are_retried_then_cached_on_disk(counting_server, url_cache):
             load_image(f"{base}/text.png")
         assert hits["/text.png"] == expected_hits
     assert len(list(url_cache.iterdir())) == 1
+
+
+def test_an_error_reported_under_an_open_progress_bar_gets_a_line_of_its_own(capsys):
+    import sys
+
+    from tqdm import tqdm
+
+    from qwenvl_train.errors import report
+
+    bar = tqdm(total=5, file=sys.stderr)
+    bar.update(2)
+    report(SampleLoadError("d.json:3: sample 'a': turn 0: x.png: no such file"))
+    err = capsys.readouterr().err
+    assert err.endswith("\nerror: d.json:3: sample 'a': turn 0: x.png: no such file\n")

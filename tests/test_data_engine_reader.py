@@ -174,3 +174,45 @@ def test_every_format_reads_the_same_whatever_the_block(name, tmp_path, monkeypa
         "two_values.json": [f"{path}:1:5: bad JSON: Extra data"],
     }
     assert errors == whole_file.get(name, [])
+
+
+# ---------------------------------------------------------------- input that is not JSON, or too much for Python
+@pytest.mark.parametrize("block", [16, 64])
+@pytest.mark.parametrize(
+    "text", ["name,age\nann,3\n" * 2000, '{"a": 1, "b": tru\n' + "x" * 50_000, "[1, 2, @" + " " * 50_000]
+)
+def test_text_that_is_not_json_fails_without_reading_on(text, block, monkeypatch):
+    c = cursor(text.encode(), block, monkeypatch)
+    with pytest.raises(JsonSyntaxError):
+        list(iter_values(c)) if text[0] != "[" else (c.skip_whitespace(), list(iter_list(c)))
+    assert c.stream.bytes_read <= 4 * block  # the window grew only while the decoder ran out of text
+
+
+@pytest.mark.parametrize("block", [3, 16, None])
+def test_a_value_cut_anywhere_by_the_window_is_read_whole(block, monkeypatch):
+    value = (
+        '{"a": [1, -2.5e-3, true, false, null, -Infinity, "x\\u00e9\\\\\\"\\n"], "bb": {"c": "'
+        + "y" * 40
+        + '"}}'
+    )
+    got = list(iter_values(cursor((value + " " + value).encode(), block, monkeypatch)))
+    assert [t for t, _ in got] == [value, value]
+
+
+DEEP = "[" * 10_000 + '"]" ' + "]" * 10_000
+HUGE = "7" * 5000
+
+
+@pytest.mark.parametrize("block", [7, None])
+def test_values_python_cannot_decode_are_still_cut_out_whole(block, monkeypatch):
+    text = f'[{DEEP}, {{"id": {HUGE}}}, "after"]'
+    c = cursor(text.encode(), block, monkeypatch)
+    c.skip_whitespace()
+    assert [t for t, _ in iter_list(c)] == [DEEP, f'{{"id": {HUGE}}}', '"after"']
+    assert js.is_json(DEEP) and js.is_json(HUGE) and not js.is_json(DEEP + "]")
+
+
+def test_a_deep_value_cut_by_the_end_of_the_file_is_bad_json(monkeypatch):
+    c = cursor(("[" * 5000 + '"a\\"').encode(), 64, monkeypatch)
+    with pytest.raises(JsonSyntaxError, match="unexpected end of file"):
+        list(iter_values(c))

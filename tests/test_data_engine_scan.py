@@ -267,3 +267,45 @@ def test_samples_in_a_file_without_turns_are_sample_errors_not_crashes(tok):
     sample = scan_sample(raw, tok, DataOptions(), NQ)
     assert [str(e) for e in sample.errors] == ["d.json:3: sample 'x': no assistant turn: nothing to train on"]
     assert sample.input_ids is None
+
+
+# ---------------------------------------------------------------- an oversized sample costs about its own size
+class CountingTokenizer:
+    """The real tokenizer, recording the longest text it turned into a list of ids."""
+
+    def __init__(self, tok: QwenVLTokenizer) -> None:
+        self.tok, self.longest_encoded = tok, 0
+
+    def encode_text(self, text: str) -> list[int]:
+        self.longest_encoded = max(self.longest_encoded, len(text))
+        return self.tok.encode_text(text)
+
+    def count_text(self, text: str) -> int:
+        return self.tok.count_text(text)
+
+
+@pytest.mark.parametrize("truncation", ["drop", "cut_turns"])
+def test_an_oversized_sample_is_measured_not_kept_whole(tok, truncation):
+    long = "word " * 40_000  # 200,000 characters: counted, never turned into a list of ids
+    pairs = [Turn("user", "short question", 0), Turn("assistant", "short answer", 1)]
+    pairs += [Turn("user", long, 2), Turn("assistant", "end", 3)]
+    raw = Sample("big", pairs, None, Path("d.json"), 1)
+    options = DataOptions(model_max_length=100, truncation=truncation)
+    counting = CountingTokenizer(tok)
+    got = scan_sample(raw, counting, options, n_queries=16)
+    assert counting.longest_encoded < len(long)
+    full = scan_sample(
+        raw, tok, DataOptions(model_max_length=10**9), n_queries=16
+    )  # everything kept: the truth
+    assert got.length == full.length == len(full.input_ids) and got.too_long
+    if truncation == "drop":
+        assert got.input_ids is None and not got.cut
+    else:  # the first exchange, exactly as cutting the whole rendering gives it
+        assert got.cut and got.turns_removed == 2
+        first = scan_sample(Sample("big", pairs[:2], None, Path("d.json"), 1), tok, options, n_queries=16)
+        assert (
+            got.input_ids.tolist()
+            == first.input_ids.tolist()
+            == full.input_ids[: len(first.input_ids)].tolist()
+        )
+        assert got.trained.tolist() == first.trained.tolist()

@@ -243,6 +243,27 @@ def test_a_failed_merge_leaves_nothing_under_the_output_name(
     assert len(written) == 1 and list(tmp_path.iterdir()) == []  # the staging folder is removed too
 
 
+def test_a_full_disk_during_a_merge_is_one_line(
+    chat_adapter: Path,
+    base_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import safetensors.torch
+
+    def full(tensors, filename, metadata=None):  # noqa: ANN001, ANN202
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    out = tmp_path / "merged"
+    status, err = run_cli("merge", "--adapter", str(chat_adapter), "--output", str(out), capsys=capsys)
+    assert status == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: {out}: No space left on device while saving the merged model (")
+    assert err.endswith(f"{chat_adapter} and {base_dir} are untouched: free some space and merge again\n")
+    assert list(tmp_path.iterdir()) == []  # nothing under the output name, no partial folder
+
+
 def test_a_merge_killed_while_writing_leaves_no_output_folder(chat_adapter: Path, tmp_path: Path) -> None:
     """A real SIGKILL (no cleanup runs) after the first of three shards: only the hidden staging folder remains."""
     script = textwrap.dedent(f"""

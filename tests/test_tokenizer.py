@@ -137,3 +137,21 @@ def test_from_list_format() -> None:
     )
     with pytest.raises(ValueError, match="unsupported element"):
         QwenVLTokenizer.from_list_format([{"audio": "x.wav"}])
+
+
+@pytest.mark.parametrize("piece", [1, 5, 64, None])
+def test_count_text_is_the_length_of_encode_text_whatever_the_pieces(
+    tok: QwenVLTokenizer, piece: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import random
+
+    import qwenvl_train.tokenizer as tokenizer_module
+
+    if piece:
+        monkeypatch.setattr(tokenizer_module, "COUNT_PIECE", piece)
+    rng = random.Random(piece)
+    parts = ["word", "It's", " ", "  ", "\n", "\r\n", "e\u0301", "\u00e9", "你好", "12345", "-Infinity", ",", "'ll",
+             "\t", "<|im_start|>", "x.y", "\U0001f600", "ab cd", "Ünïcödé", "\u0301"]  # fmt: skip
+    for _ in range(40):
+        text = "".join(rng.choice(parts) for _ in range(rng.randrange(1, 60)))
+        assert tok.count_text(text) == len(tok.encode_text(text)), repr(text)

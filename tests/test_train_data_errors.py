@@ -104,17 +104,28 @@ def test_an_image_failing_during_training_is_replaced_and_counted(
     )
 
 
+@pytest.mark.parametrize("progress_bar", [False, True])
 def test_an_image_failing_during_training_stops_it_with_one_line(
-    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    progress_bar: bool,
 ) -> None:
     data = write_dataset(tmp_path / "data")
     image = tmp_path / "data" / "images" / "3.png"
     delete_after_scan(monkeypatch, image)
     options = ("--tune", "lora", "--max_steps", "5", "--dataloader_num_workers", "1")  # raised in a worker
+    if progress_bar:  # the error is printed on a line of its own, not after the bar's last state
+        options += ("--disable_tqdm", "false")
     assert run.main(cpu_args(tiny_model_dir, data, tmp_path / "out", *options)) == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("qwenvl-train")]
+    lines = data.read_text().splitlines()
+    line = (
+        next(n for n, text in enumerate(lines, 1) if '"id": "s3"' in text) - 1
+    )  # the record starts at its "{"
     assert err == [
-        f"qwenvl-train: {data}: sample 's3': turn 0: {image}: no such file (run `qwenvl-train check-data "
+        f"qwenvl-train: {data}:{line}: sample 's3': turn 0: {image}: no such file (run `qwenvl-train check-data "
         "--verify_images full` to find every such image before training, or pass --on_error skip)"
     ]
 

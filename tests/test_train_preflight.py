@@ -209,11 +209,14 @@ def test_disk_space_warning_names_both_figures(
         parse_args([*base, "--save_strategy", "steps", "--save_total_limit", "3"])
     )
     params = tensor_count(tiny_model_dir)
-    assert full.final == params * 4  # fp32 weights
-    assert full.checkpoint == params * (4 + preflight.OPTIMIZER_BYTES) and full.checkpoints == 3
+    alongside = preflight.saved_alongside(str(tiny_model_dir))  # tokenizer and config files, in every save
+    assert alongside > (tiny_model_dir / "qwen.tiktoken").stat().st_size
+    assert full.final == params * 4 + alongside  # fp32 weights
+    assert full.checkpoint == params * (4 + preflight.OPTIMIZER_BYTES) + alongside and full.checkpoints == 3
     assert full.total == full.final + 3 * full.checkpoint
     lora = preflight.estimate_saves(parse_args([*base, "--tune", "lora", "--checkpoint_kind", "chat"]))
     assert 0 < lora.final < full.final / 20 and lora.checkpoints == 0  # cpu_args: --save_strategy no
+    assert lora.final > alongside  # the tokenizer files are most of a small adapter's save
     with_embeddings = preflight.estimate_saves(
         parse_args([*base, "--tune", "lora", "--checkpoint_kind", "base"])
     )

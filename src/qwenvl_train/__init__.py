@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import registration as _registration
 from .lazy import lazy_getattr
+from .quiet import silence_third_party as _silence_third_party
 from .registration import register
 
 __version__ = "0.1.0"
@@ -27,4 +28,5 @@ _LAZY = {
 __getattr__ = lazy_getattr(__name__, _LAZY)
 
 
+_silence_third_party()  # a user's own program is as quiet as the CLI (QWENVL_TRAIN_VERBOSE=1 keeps everything)
 _registration.install()

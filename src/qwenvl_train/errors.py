@@ -61,7 +61,19 @@ def report(exc: BaseException, prefix: str = PREFIX) -> None:
     if is_debug():
         traceback.print_exception(exc, file=sys.stderr)
     text = getattr(exc, "line", None) or str(exc) or type(exc).__name__
+    end_progress_bars()
     print(prefix + text, file=sys.stderr, flush=True)
+
+
+def end_progress_bars() -> None:
+    """Close the progress bars still open (an error raised while the DataLoader ran leaves the Trainer's bar open
+    with the cursor at its end), so that what is printed next starts a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or ()):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - a bar that cannot be closed must not hide the error being reported
+            pass
 
 
 def run_reporting(

@@ -1,14 +1,17 @@
 """Keep third-party import noise off the terminal: banners, optional compiled parts that fail to load,
 deprecation notices. They say nothing the user can act on, and bury what qwenvl-train prints.
 
-Silenced in normal runs; shown with ``qwenvl-train --verbose ...`` or ``QWENVL_TRAIN_VERBOSE=1`` (the flag sets
-the variable, so torchrun's ranks and worker processes follow it). Errors are never silenced. Cheap to import.
+Silenced in normal runs, and in a user's own program from ``import qwenvl_train`` on (the package calls
+:func:`silence_third_party` when imported); shown with ``qwenvl-train --verbose ...`` or ``QWENVL_TRAIN_VERBOSE=1``
+(the flag sets the variable, so torchrun's ranks and worker processes follow it). Errors are never silenced. Cheap
+to import.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from types import ModuleType
 from typing import Any
@@ -61,7 +64,20 @@ def silence_third_party(verbose: bool | None = None) -> None:
             logger.addFilter(errors_only)
     for category in (DeprecationWarning, FutureWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category, module=NOISY_PACKAGES + r"(\.|$)")
-    after_import("logbar", _quiet_logbar)
+    after_import("logbar.logbar", _quiet_logbar)  # the module defining LogBar, before the package uses it
+    after_import("transformers", _quiet_loading_bars)
+
+
+def _quiet_loading_bars(module: ModuleType) -> None:
+    """transformers draws a "Loading weights" bar for every model it loads: kept on a terminal, where it is drawn
+    and erased, dropped where stderr is a file or a pipe (logs, a program capturing the output), where it is only
+    noise."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    if isatty is not None and isatty():
+        return
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
 
 
 def _quiet_logbar(module: ModuleType) -> None:
@@ -72,8 +88,17 @@ def _quiet_logbar(module: ModuleType) -> None:
         return
     shared = logbar_class.shared
 
+    inner = sys.modules.get(logbar_class.__module__)
+    printer = getattr(inner, "_print", None)
+
     def quiet_shared(cls: Any, *args: Any, **kwargs: Any) -> Any:
-        instance = shared(*args, **kwargs)
+        if printer is not None:  # creating the shared logger prints an empty line on stdout
+            inner._print = lambda *_, **__: None  # type: ignore[union-attr]
+        try:
+            instance = shared(*args, **kwargs)
+        finally:
+            if printer is not None:
+                inner._print = printer  # type: ignore[union-attr]
         instance.setLevel(logging.ERROR)
         return instance
 

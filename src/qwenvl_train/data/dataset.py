@@ -18,7 +18,8 @@ has ``replaced`` (the reason, one line).
 Images that fail when the DataLoader reaches them (a file deleted or corrupted after the scan, a URL that
 went away; truncated files too when only headers were checked):
 
-- ``on_error="raise"``: :class:`SampleLoadError`, one line naming file, sample, turn and image.
+- ``on_error="raise"``: :class:`SampleLoadError`, one line naming file:line, sample, turn and image, as the
+  scan's errors do (printed on a line of its own, below the progress bar).
 - ``on_error="skip"``: the sample is replaced by the next one in dataset order whose images load (the same
   choice on every rank and in every epoch, so every rank keeps the same number of steps), a warning names
   it, and the collator counts it for the Trainer, which reports the total at the end.
@@ -141,7 +142,10 @@ class ConversationDataset(Dataset):
                         )
                     )
                 except ImageError as exc:
-                    raise SampleLoadError(str(DataProblem(item.file, str(exc), item.id, turn))) from None
+                    problem = DataProblem(
+                        item.file, str(exc), item.id, turn, item.line
+                    )  # file:line, as the scan
+                    raise SampleLoadError(str(problem)) from None
             pixel_values = torch.stack(tensors)
         return {
             "input_ids": torch.from_numpy(item.input_ids.astype(np.int64)),

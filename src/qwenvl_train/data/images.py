@@ -1,8 +1,9 @@
 """The one image loader: training, ``check-data``, chat and evaluation all open images through :func:`load_image`.
 
 - A local path is absolute or relative to the folder of the data file that names it (:func:`resolve_image`);
-  an ``http://`` / ``https://`` URL is fetched with a timeout and a size limit, retried a few times with
-  backoff when the failure may be transient (timeouts, connection errors, HTTP 5xx/408/429), and kept on disk
+  an ``http://`` / ``https://`` URL is fetched within an overall deadline (``--image_timeout``, connection,
+  headers and body together) and a size limit checked as it arrives, retried a few times with backoff when the
+  failure may be transient (timeouts, connection errors, HTTP 5xx/408/429), and kept on disk
   under :func:`url_cache_dir` so that later epochs, other processes and later runs do not fetch it again
   (delete that folder to fetch afresh).
 - A decompression-bomb guard refuses images with more than ``max_pixels`` pixels, judged from the header
@@ -15,15 +16,23 @@
   original code and in serving stacks that copied it.
 - The pixel transform (bicubic resize, CLIP normalisation) is the model's ``preprocess_image``.
 
+- Only regular files are opened: a FIFO, a device or a socket is refused before it is opened (it would block or
+  never end), and a URL of another scheme (``file://``, ``ftp://``) is refused as such.
+
 Every failure raises :class:`ImageError` with a one-line message that names the image.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import io
 import os
+import re
+import socket
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +43,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
+from .filekinds import not_regular
 from .options import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:  # torch only where pixels become a tensor: checking images (check-data) needs neither
@@ -41,6 +51,7 @@ if TYPE_CHECKING:  # torch only where pixels become a tensor: checking images (c
 
 DEFAULT_MAX_DOWNLOAD_BYTES = 64 << 20
 URL_SCHEMES = ("http://", "https://")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")  # file://, ftp://, s3://: not fetched
 URL_ATTEMPTS = 3  # tries per URL, when the failure may be transient
 URL_BACKOFF = 0.5  # seconds before the second try; doubled before each further one
 _TRANSIENT_HTTP = {408, 429}
@@ -51,9 +62,15 @@ def is_url(ref: str) -> bool:
     return ref.lower().startswith(URL_SCHEMES)
 
 
+def unsupported_scheme(ref: str) -> str | None:
+    """The scheme of a URL that is not fetched (``file``, ``ftp``, ``s3`` ...), else None."""
+    match = _SCHEME.match(ref)
+    return match.group(1) if match and not is_url(ref) else None
+
+
 def resolve_image(ref: str, base_dir: str | Path | None) -> str:
     """A local path made absolute against ``base_dir`` (the data file's folder); URLs unchanged."""
-    if is_url(ref) or base_dir is None:
+    if is_url(ref) or base_dir is None or unsupported_scheme(ref):
         return ref
     path = os.path.expanduser(ref)
     return path if os.path.isabs(path) else os.path.join(base_dir, path)
@@ -70,30 +87,115 @@ def _cache_path(url: str) -> Path:
     return url_cache_dir() / hashlib.sha256(url.encode("utf-8")).hexdigest()
 
 
+class _Deadline:
+    """The end of a download: at ``seconds`` from now the connections it watches are shut down, so that whatever
+    they wait for (headers, a body trickling in a byte at a time, each read well under the socket timeout) ends.
+
+    Attributes:
+        expired: the deadline has passed.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut ``sock`` down at the deadline (now, when it has passed)."""
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watched(base: type[http.client.HTTPConnection], deadline: _Deadline) -> type[http.client.HTTPConnection]:
+    """``base`` whose connections ``deadline`` shuts down."""
+
+    class Watched(base):  # type: ignore[misc, valid-type]
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self.sock)
+
+    return Watched
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_watched(http.client.HTTPConnection, self.deadline), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_watched(http.client.HTTPSConnection, self.deadline), req, context=self._context)
+
+
 def fetch_url(
     url: str, timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
 ) -> bytes:
-    """Download ``url`` once, within ``timeout`` seconds and ``max_bytes`` bytes (no retry, no cache).
+    """Download ``url`` once, within ``timeout`` seconds in all (connection, headers and body: a server that
+    trickles its answer is cut off at the deadline) and ``max_bytes`` bytes (checked while reading); no retry, no
+    cache.
 
     Raises:
         ImageError: HTTP error status, connection failure, timeout, or too large (``transient`` says whether
             trying again may help).
     """
-    deadline = time.monotonic() + timeout
+    deadline = _Deadline(timeout)
+    received = [0]
+    try:
+        data = _download(url, timeout, max_bytes, deadline, received)
+    except ImageError:
+        if not deadline.expired:
+            raise
+        data = None
+    finally:
+        deadline.cancel()
+    if deadline.expired:  # also a read that ended because the deadline shut the connection
+        got = f" ({received[0]} bytes received)" if received[0] else ""
+        raise ImageError(f"{url}: timed out after {timeout:g} s{got}", transient=True) from None
+    assert data is not None
+    return data
+
+
+def _download(url: str, timeout: float, max_bytes: int, deadline: _Deadline, received: list[int]) -> bytes:
+    """:func:`fetch_url`'s work, its failures as :class:`ImageError` (``received[0]``: bytes so far)."""
+    opener = urllib.request.build_opener(_HTTPHandler(deadline), _HTTPSHandler(deadline))
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "qwenvl-train"})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > max_bytes:
+                raise ImageError(f"{url}: larger than {max_bytes} bytes ({length} bytes announced)")
             chunks: list[bytes] = []
-            size = 0
-            while True:
-                chunk = response.read(1 << 16)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > max_bytes:
+            while chunk := response.read1(1 << 16):  # what has arrived: the size is checked as it grows
+                received[0] += len(chunk)
+                if received[0] > max_bytes:
                     raise ImageError(f"{url}: larger than {max_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise ImageError(f"{url}: download took longer than {timeout:g} s", transient=True)
                 chunks.append(chunk)
             return b"".join(chunks)
     except urllib.error.HTTPError as exc:
@@ -105,10 +207,10 @@ def fetch_url(
         raise ImageError(f"{url}: cannot fetch ({exc.reason})", transient=True) from None
     except TimeoutError:
         raise ImageError(f"{url}: timed out after {timeout:g} s", transient=True) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         if isinstance(exc, ImageError):
             raise
-        raise ImageError(f"{url}: cannot fetch ({exc})", transient=True) from None
+        raise ImageError(f"{url}: cannot fetch ({type(exc).__name__}: {exc})", transient=True) from None
 
 
 def fetch_url_cached(url: str, timeout: float = DEFAULT_TIMEOUT) -> bytes:
@@ -176,10 +278,19 @@ def open_image(
     if url:
         source: str | io.BytesIO = io.BytesIO(fetch_url_cached(ref, timeout))
     else:
+        scheme = unsupported_scheme(ref)
+        if scheme is not None:
+            raise ImageError(
+                f"{ref}: unsupported URL scheme '{scheme}://' (http:// and https:// are fetched; give a local "
+                "image as a path)"
+            )
         if os.path.isdir(ref):
             raise ImageError(f"{ref}: is a directory, not an image")
         if not os.path.exists(ref):
             raise ImageError(f"{ref}: no such file")
+        kind = not_regular(ref)  # checked before opening: a FIFO would block, a device never end
+        if kind is not None:
+            raise ImageError(f"{ref}: is {kind}, not an image file")
         source = ref
     _allow_pixels(max_pixels)
     try:
@@ -234,7 +345,7 @@ def load_image(
     Args:
         ref: a resolved local path (see :func:`resolve_image`) or an http(s) URL.
         max_pixels: refuse images with more pixels than this.
-        timeout: seconds per network operation for a URL.
+        timeout: seconds for the whole download of a URL (each try).
 
     Raises:
         ImageError: anything :func:`open_image` refuses, or a truncated / corrupt file.

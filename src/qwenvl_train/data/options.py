@@ -18,7 +18,9 @@ from ..format.rules import Policy
 
 #: Image limits, defined here (not in :mod:`.images`, which imports torch) so that ``--help`` stays cheap.
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default limit (about 0.25 GiB of 24-bit pixels)
-DEFAULT_TIMEOUT = 10.0  # seconds, per network operation and for the whole download
+DEFAULT_TIMEOUT = (
+    10.0  # seconds for the whole download of an image URL (connection, headers and body), each try
+)
 
 Truncation = Literal["drop", "cut_turns"]
 OnError = Literal["raise", "skip"]
@@ -78,7 +80,10 @@ class DataOptions:
             "raises Pillow's own limit)."
         },
     )
-    image_timeout: float = field(default=DEFAULT_TIMEOUT, metadata={"help": "Seconds per http(s) image."})
+    image_timeout: float = field(
+        default=DEFAULT_TIMEOUT,
+        metadata={"help": "Seconds for the whole download of an http(s) image (each of up to 3 tries)."},
+    )
     preprocessing_num_workers: int | None = field(
         default=None,
         metadata={

@@ -125,7 +125,10 @@ def merge(
     dtype = dtype or default_dtype(base_config, quantize)
     print(f"merge: adapter {adapter} into {base_dir} ({DTYPE_NAMES[dtype]})", flush=True)
 
-    with staging_folder(output) as folder:
+    from ..training.disk_full import saving  # a full disk: one line, not a traceback
+
+    untouched = lambda: f"{adapter} and {base_dir} are untouched: free some space and merge again"  # noqa: E731
+    with saving(output, "the merged model", None, untouched), staging_folder(output) as folder:
         copy_model_files(base_dir, adapter, folder)
         write_chat_template(folder, base_config)
         model = merged_model(base_dir, adapter, dtype)

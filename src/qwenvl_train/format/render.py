@@ -48,7 +48,7 @@ other special-token strings (``<|im_start|>``, ``<imgpad>``...) in a query stay 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, NamedTuple, Protocol
 
@@ -76,9 +76,25 @@ Part = Literal["im_start", "role", "text", "image", "im_end"]
 
 
 class TextEncoder(Protocol):
-    """What rendering needs from a tokenizer: text -> ids with special strings as plain text."""
+    """What rendering needs from a tokenizer: text -> ids with special strings as plain text. A tokenizer may also
+    have ``count_text(text)``, ``len(encode_text(text))`` without the list (used to measure long texts)."""
 
     def encode_text(self, text: str) -> list[int]: ...
+
+
+LONG_TEXT = (
+    1 << 16
+)  # characters: a text this long is counted before it is encoded when there is a length limit
+
+
+class _Counted:
+    """The ids of a text past the length limit: only how many there are."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
 
 
 def image_span(n_queries: int) -> list[int]:
@@ -99,21 +115,27 @@ class ChatML:
         self.nl = self.encode_text("\n")
         self.image_span = image_span(n_queries)
 
-    def content(self, segments: Iterable[Segment]) -> Iterator[tuple[Part, list[int]]]:
-        """The parts of a block's content: ``text`` (a text piece or a tag's special id) or ``image`` (a span)."""
+    def content(
+        self, segments: Iterable[Segment], encode: Callable[[str], Sequence[int]] | None = None
+    ) -> Iterator[tuple[Part, Sequence[int]]]:
+        """The parts of a block's content: ``text`` (a text piece or a tag's special id) or ``image`` (a span).
+        ``encode`` replaces the tokenizer's ``encode_text`` for text pieces (called when the part is reached)."""
+        encode = encode or self.encode_text
         for seg in segments:
             if isinstance(seg, Text):
-                yield "text", self.encode_text(seg.text)
+                yield "text", encode(seg.text)
             elif isinstance(seg, Special):
                 yield "text", [seg.token_id]
             elif isinstance(seg, Image):
                 yield "image", self.image_span
 
-    def block(self, role: str, segments: Iterable[Segment]) -> Iterator[tuple[Part, list[int]]]:
+    def block(
+        self, role: str, segments: Iterable[Segment], encode: Callable[[str], Sequence[int]] | None = None
+    ) -> Iterator[tuple[Part, Sequence[int]]]:
         """The parts of one block: ``<|im_start|>``, the role and its "\\n", the content, ``<|im_end|>``."""
         yield "im_start", [st.IM_START_ID]
         yield "role", self.encode_text(role) + self.nl
-        yield from self.content(segments)
+        yield from self.content(segments, encode)
         yield "im_end", [st.IM_END_ID]
 
     def opening(self, role: str) -> list[int]:
@@ -121,7 +143,7 @@ class ChatML:
         return [st.IM_START_ID] + self.encode_text(role) + self.nl
 
 
-def _ids(parts: Iterable[tuple[Part, list[int]]]) -> list[int]:
+def _ids(parts: Iterable[tuple[Part, Sequence[int]]]) -> list[int]:
     return [i for _, ids in parts for i in ids]
 
 
@@ -162,6 +184,8 @@ class RenderedSample:
         num_turns: turns rendered (system block not counted).
         control_strings: literal control-token strings found in the values (kept as text).
         dropped_first_turn: ``reference`` policy dropped a leading non-user turn.
+        counted_past: ids past the ``max_length`` the sample was rendered with: counted, not kept (``input_ids``
+            and ``labels`` then hold the part that fits).
     """
 
     input_ids: list[int]
@@ -172,9 +196,15 @@ class RenderedSample:
     num_turns: int
     control_strings: Counter[str] = field(default_factory=Counter)
     dropped_first_turn: bool = False
+    counted_past: int = 0
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def length(self) -> int:
+        """The whole sample's length in ids, those past a rendering limit included."""
+        return len(self.input_ids) + self.counted_past
 
     def cut(self, max_len: int) -> RenderedSample | None:
         """The longest prefix ending at an assistant turn's end with at most ``max_len`` ids, or None."""
@@ -190,6 +220,7 @@ class RenderedSample:
             image_turns=self.image_turns[: last.num_images],
             cut_points=fitting,
             num_turns=last.num_turns,
+            counted_past=0,
         )
 
 
@@ -291,8 +322,14 @@ def render_parsed(
     system: str | None = None,
     policy: Policy = "assistant",
     n_queries: int = 256,
+    max_length: int | None = None,
 ) -> RenderedSample:
     """Ids and labels of turns whose markup :func:`parse_turns` parsed without error (no checks here).
+
+    With ``max_length``, the length is checked as the sample is tokenized: ids stop being kept at the first part
+    that would pass it, and the rest is only counted (``counted_past``; a text of :data:`LONG_TEXT` characters or
+    more is counted before it is encoded, with the tokenizer's ``count_text`` when it has one), so an oversized
+    sample costs about its own size. ``length``, the cut points and everything up to the limit are as without it.
 
     Args:
         turns: user/assistant turns, in the order they are rendered (nothing is dropped here).
@@ -301,24 +338,42 @@ def render_parsed(
         system: the system prompt; None means ``DEFAULT_SYSTEM_PROMPT``.
         policy: ``"assistant"`` or ``"reference"``.
         n_queries: positions per image.
+        max_length: keep ids up to this many (None: all).
     """
     chatml = ChatML(tokenizer, n_queries)
+    count = getattr(tokenizer, "count_text", None) or (lambda text: len(tokenizer.encode_text(text)))
     nl_trained = policy == "reference"
     trained = {assistant: trained_parts(policy, assistant) for assistant in (False, True)}
     system = st.DEFAULT_SYSTEM_PROMPT if system is None else system
 
     input_ids: list[int] = []
     labels: list[int] = []
+    out = RenderedSample(input_ids, labels, images=[], image_turns=[], cut_points=[], num_turns=0)
+
+    def fits(n: int) -> bool:
+        return max_length is None or (not out.counted_past and len(input_ids) + n <= max_length)
+
+    def encode(text: str) -> Sequence[int]:
+        if max_length is not None and (out.counted_past or len(text) >= LONG_TEXT):
+            n = count(text)
+            if not fits(n):
+                return _Counted(n)
+        return tokenizer.encode_text(text)
+
+    def add(ids: Sequence[int], trained_part: bool) -> None:
+        if not fits(len(ids)):
+            out.counted_past += len(ids)
+            return
+        assert not isinstance(ids, _Counted)
+        input_ids.extend(ids)
+        labels.extend(ids if trained_part else [IGNORE_INDEX] * len(ids))
 
     def add_block(role: str, segments: Iterable[Segment], assistant: bool) -> None:
         flags = trained[assistant]
-        for part, ids in chatml.block(role, segments):
-            input_ids.extend(ids)
-            labels.extend(ids if flags[part] else [IGNORE_INDEX] * len(ids))
-        input_ids.extend(chatml.nl)
-        labels.extend(chatml.nl if nl_trained else [IGNORE_INDEX] * len(chatml.nl))
+        for part, ids in chatml.block(role, segments, encode):
+            add(ids, flags[part])
+        add(chatml.nl, nl_trained)
 
-    out = RenderedSample(input_ids, labels, images=[], image_turns=[], cut_points=[], num_turns=0)
     count_control_strings(system, into=out.control_strings)
     add_block("system", [Text(system)], assistant=False)
     for turn, value in zip(turns, parsed, strict=True):
@@ -331,7 +386,7 @@ def render_parsed(
         out.image_turns += [turn.index] * len(images)
         out.num_turns += 1
         if assistant:
-            out.cut_points.append(CutPoint(len(input_ids), len(out.images), out.num_turns))
+            out.cut_points.append(CutPoint(out.length, len(out.images), out.num_turns))
     return out
 
 

@@ -24,6 +24,11 @@ from .summary import format_bytes
 
 #: Bytes of optimizer state per trainable parameter in a checkpoint (AdamW: two fp32 moments).
 OPTIMIZER_BYTES = 8
+#: Files every save copies from the checkpoint besides the weights: the tokenizer's, the configs.
+ALONGSIDE_FILES = ("qwen.tiktoken", "tokenizer_config.json", "special_tokens_map.json", "config.json",
+                   "generation_config.json")  # fmt: skip
+#: What else a save writes (trainer state, training arguments, scheduler and RNG state, an adapter's README).
+SMALL_FILES_BYTES = 64 << 10
 
 
 def preflight(args: Arguments) -> None:
@@ -110,9 +115,22 @@ def estimate_saves(args: Arguments) -> SaveEstimate | None:
         full = sum(n for name, n in numel.items() if matches_target(name.rpartition(".")[0], saved))
         final = lora * 4 + full * weight_bytes  # adapters are kept in fp32
         checkpoint = final + (lora + full) * OPTIMIZER_BYTES
+    alongside = saved_alongside(args.model.model_name_or_path)  # every save writes the tokenizer's files too
     strategy = getattr(args.training.save_strategy, "value", args.training.save_strategy)
     kept = 0 if strategy == "no" else (args.training.save_total_limit or 1)
-    return SaveEstimate(final, checkpoint, kept)
+    return SaveEstimate(final + alongside, checkpoint + alongside, kept)
+
+
+def saved_alongside(model_dir: str) -> int:
+    """Bytes a save writes besides the weights: :data:`ALONGSIDE_FILES` as they are in ``model_dir`` (the
+    tokenizer's vocabulary, 2.5 MB, is most of it: more than a small LoRA adapter) and :data:`SMALL_FILES_BYTES`."""
+    total = SMALL_FILES_BYTES
+    for name in ALONGSIDE_FILES:
+        try:
+            total += (Path(model_dir) / name).stat().st_size
+        except OSError:
+            pass
+    return total
 
 
 def _numel(shape: tuple[int, ...]) -> int:

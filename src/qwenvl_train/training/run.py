@@ -25,10 +25,12 @@ from ..data.errors import TrainingDataError
 from ..errors import is_rank_zero, run_reporting
 from ..model.visual_config import VisionSettings, vision_settings
 from .arguments import Arguments, check_devices_only, parse_args
+from .disk_full import resume_advice, saving
 from .distributed import finish, run_vision_every_step, setup_distributed
 from .generation_eval import attach_generation_eval
 from .help import cached_help
-from .preflight import preflight
+from .preemption import PREEMPTED_STATUS, PreemptionCallback, preempted_line
+from .preflight import estimate_saves, preflight
 from .prepare import check_adapter_holds_trainables, load_model, load_tokenizer, prepare_model
 from .run_checkpoints import resolve_resume, save_final
 from .summary import StartSummaryCallback, start_summary
@@ -50,19 +52,45 @@ def train(argv: Sequence[str] | None = None) -> QwenVLTrainer:
     train_set, eval_set = build_datasets(args, tokenizer)  # before the model: bad data fails in seconds
     model = prepare_model(load_model(args), args)
     trainer = build_trainer(args, model, tokenizer, train_set, eval_set)
-    trainer.train(
-        resume_from_checkpoint=resolve_resume(args.training.resume_from_checkpoint, args.training.output_dir)
-    )
+    out = args.training.output_dir
+    estimate = estimate_saves(args)
+    with saving(  # a checkpoint: a full disk ends the run with one line, the last complete checkpoint named
+        out,
+        lambda: f"checkpoint-{trainer.state.global_step}",
+        estimate.checkpoint if estimate else None,
+        lambda: resume_advice(resolve_resume("auto", out)),
+    ):
+        trainer.train(resume_from_checkpoint=resolve_resume(args.training.resume_from_checkpoint, out))
     report_replaced_samples(trainer)
+    if trainer.preemption.stopped_at is not None:
+        # stopped by SIGTERM / SIGUSR1 after its checkpoint: no final save, the run goes on when resumed
+        last = resolve_resume("auto", args.training.output_dir)
+        trainer.preempted = preempted_line(trainer.preemption, last)
+        finish_reporting(args)
+        return trainer
     if trainer.vision_cache is not None:
         cache = trainer.vision_cache
         print(
             f"qwenvl-train: vision cache {cache.root}: {cache.hits} image(s) read, {cache.misses} computed",
             flush=True,
         )
-    save(trainer)
+    kind = "model" if args.model.tune == "full" else "adapter"
+    with saving(out, f"the final {kind}", estimate.final if estimate else None, lambda: final_advice(out)):
+        save(trainer)
     finish_reporting(args)
     return trainer
+
+
+def final_advice(out: str) -> str:
+    """Where the trained weights are when the final save ran out of space: the last complete checkpoint, or only in
+    the memory of the process that just ended."""
+    checkpoint = resolve_resume("auto", out)
+    if checkpoint:
+        return resume_advice(checkpoint)
+    return (
+        "no checkpoint holds the trained weights (--save_strategy steps keeps some): free some space and train "
+        "again"
+    )
 
 
 def model_vision_settings(model_name_or_path: str) -> VisionSettings:
@@ -155,6 +183,9 @@ def build_trainer(
             args.model.vision_cache, vision_tower(model), autocast=trainer.accelerator.autocast
         )
     trainer.add_callback(StartSummaryCallback(start_summary(args, model, train_set)))
+    trainer.preemption = PreemptionCallback()  # SIGTERM / SIGUSR1: a checkpoint after this step, then stop
+    trainer.preempted = None
+    trainer.add_callback(trainer.preemption)
     if args.data.eval_data:
         attach_generation_eval(
             trainer, args.data.eval_data, tokenizer, args.data.on_error, args.data.eval_max_new_tokens
@@ -213,10 +244,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def train_to_the_end(argv: Sequence[str]) -> int:
-    """Train, then leave the process group (after a barrier); exit status 0. A rank started by a launcher then ends
+    """Train, then leave the process group (after a barrier); exit status 0, or :data:`.preemption.PREEMPTED_STATUS`
+    with one line when SIGTERM / SIGUSR1 stopped it after a checkpoint. A rank started by a launcher then ends
     its process at once (:func:`.distributed.finish`: no interpreter teardown, which could abort a rank of a run
     that finished and make torchrun report it failed)."""
-    train(argv)
+    trainer = train(argv)
+    if trainer.preempted:
+        if is_rank_zero():
+            print(f"qwenvl-train: {trainer.preempted}", file=sys.stderr, flush=True)
+        return finish(PREEMPTED_STATUS, barrier=True)
     return finish(0, barrier=True)
 
 

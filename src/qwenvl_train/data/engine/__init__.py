@@ -39,6 +39,7 @@ from ..options import DataOptions
 from .cache import CacheKey, ScanCache, cache_root, scan_uncached
 from .columns import Item, ScanItems, ScanResult, ScanSummary
 from .pipeline import release_free_memory, resolve_workers, run_forked, runs_forked, scan_files
+from .streams import take_streams
 
 __all__ = ["Item", "ScanItems", "ScanResult", "ScanSummary", "scan"]
 
@@ -57,7 +58,8 @@ def scan(
     of the same scan from the cache (``options.data_cache``).
 
     Args:
-        paths: data files (``.json`` / ``.jsonl``), concatenated in order.
+        paths: data files (``.json`` / ``.jsonl``, gzipped too), concatenated in order; ``-`` or ``/dev/stdin``
+            reads JSON Lines from the standard input (once).
         tokenizer: a ``QwenVLTokenizer`` (anything with ``encode_text``; without a ``vocab_file`` to
             fingerprint, the result is not cached).
         options: the data options (defaults when None); ``on_error`` is not applied here.
@@ -71,7 +73,7 @@ def scan(
     options = options or DataOptions()
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    files = [str(Path(p)) for p in paths]
+    files = take_streams([str(Path(p)) for p in paths])  # the standard input read once, named <stdin>
     workers = resolve_workers(options.preprocessing_num_workers, files)
 
     def scanner(folder: Path, sync: bool) -> ScanResult:

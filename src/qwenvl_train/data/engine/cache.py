@@ -50,8 +50,10 @@ from typing import Any
 
 from ...format import tokens as st
 from ...format.render import TextEncoder
+from ..filekinds import special_kind
 from ..images import is_url
 from ..options import RUN_ONLY, DataOptions
+from . import streams
 from .columns import META_FILE, ScanResult
 from .samples import check_image
 
@@ -72,8 +74,8 @@ PROBE = f"Hello, world! 你好 e\u0301 {st.IM_START}user\n<img>a.png</img><ref>x
 #: it renders, the image checks and the options.
 SCAN_MODULES = (
     "data.engine", "data.engine.cache", "data.engine.chunks", "data.engine.columns", "data.engine.pipeline",
-    "data.engine.reader", "data.engine.records", "data.engine.samples",
-    "data.errors", "data.images", "data.options",
+    "data.engine.reader", "data.engine.records", "data.engine.samples", "data.engine.streams",
+    "data.errors", "data.filekinds", "data.images", "data.options",
     "format", "format.markup", "format.render", "format.rules", "format.sample", "format.tokens",
 )  # fmt: skip
 
@@ -114,14 +116,22 @@ def _sha256_file(path: str, size: int) -> str:
 
 
 def file_fingerprint(path: str) -> dict[str, Any]:
-    """What identifies a data file's content, cheaply (see the module docstring)."""
+    """What identifies a data file's content, cheaply (see the module docstring). The standard input is known by
+    the content it was read with; a file that is not a regular file is never opened (a FIFO would be drained or
+    block, a device never ends): its kind stands for its content, and the scan refuses it."""
+    stream = streams.fingerprint(path)
+    if stream is not None:
+        return stream
     out: dict[str, Any] = {"path": path, "abspath": os.path.abspath(path)}
     try:
         st = os.stat(path)
     except OSError as exc:
         return {**out, "missing": exc.strerror}
     out.update(size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino, dir=os.path.isdir(path))
-    if not out["dir"]:
+    kind = special_kind(st.st_mode)
+    if kind is not None:
+        out["special"] = kind
+    elif not out["dir"]:
         try:
             out["sha256"] = _sha256_file(path, st.st_size)
         except OSError as exc:

@@ -18,7 +18,7 @@ A sample with any error is never kept; whether errors stop training or are skipp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -66,11 +66,13 @@ class ChunkJob(NamedTuple):
         """The job for ``records`` (consecutive records of ``file``)."""
         return cls(file_index, file, records[0].index, [r.text for r in records], [r.line for r in records])
 
-    def records(self) -> Iterator[Record]:
-        """The records as they were read. The job carries plain lists instead of the :class:`Record` s: for 256
-        records they pickle and unpickle about 7 times faster (40 us against 270 us)."""
-        for offset, (text, line) in enumerate(zip(self.texts, self.lines, strict=True)):
-            yield Record(text, line, self.first_index + offset)
+    def take(self, offset: int) -> Record:
+        """Record ``offset`` as it was read, its text dropped from the job (each record is decoded once: a long
+        record's text goes before its sample is rendered). The job carries plain lists instead of the
+        :class:`Record` s: for 256 records they pickle and unpickle about 7 times faster (40 us against 270 us)."""
+        record = Record(self.texts[offset], self.lines[offset], self.first_index + offset)
+        self.texts[offset] = ""
+        return record
 
 
 class ChunkScan:
@@ -176,8 +178,10 @@ class ChunkScanner:
     def __call__(self, job: ChunkJob) -> ChunkScan:
         file = Path(job.file)
         chunk = ChunkScan(job.file_index)
-        for record in job.records():
+        for offset in range(len(job.texts)):
+            record = job.take(offset)
             raw = sample_from_record(record, file)
+            del record  # the last reference to its text
             chunk.add(scan_sample(raw, self.tokenizer, self.options, self.n_queries), self.verdict)
         return chunk.finish()
 

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from ...format.render import TextEncoder
 from ..options import DataOptions
+from . import streams
 from .chunks import Assembler, ChunkJob, ChunkScan, ChunkScanner
 from .columns import ScanResult, result_columns
 from .records import FileRecords, Record
@@ -59,7 +60,7 @@ def data_size(files: Sequence[str]) -> int:
     total = 0
     for file in files:
         try:
-            total += os.stat(file).st_size
+            total += os.stat(streams.source(file)).st_size
         except OSError:
             pass
     return total

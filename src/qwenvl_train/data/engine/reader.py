@@ -11,6 +11,12 @@
 Bad JSON raises :class:`JsonSyntaxError` (reason, line, column); bytes that are not UTF-8 raise
 :class:`TextDecodeError` with their byte position. This module knows nothing of conversations (see
 :mod:`.records`).
+
+Memory stays bounded by the value being read: the window grows only while the decoder ran out of text (the error
+is at the window's end, or in a string that runs to it), so text that is not JSON fails after one block. Valid JSON
+that Python's decoder cannot turn into objects is still cut out as a value, for the record's own decoding to
+report: integers longer than Python's digit limit (the cutting decoder keeps numbers as text) and nesting deeper
+than the recursion limit (the value's end found by counting brackets, :func:`_bracketed_end`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ from typing import BinaryIO
 BLOCK = 1 << 20  # bytes read at a time
 _WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace (str.strip() would take more)
 _NUMBER_END = frozenset("0123456789+-.eE")  # a number that ends the window may go on in the next block
+CUT_TOKEN = (
+    16  # an error this close to the window's end may be a token the block cut ("fals", "\\u12", "-Infinit")
+)
+_UNTERMINATED = "Unterminated string"  # the decoder's message for a string that runs to the end of its text
+_BRACKET_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.S)  # a string (maybe cut) or a bracket
 
 
 class TextDecodeError(ValueError):
@@ -123,20 +134,24 @@ class Cursor:
         self.stream = stream
         self.window = ""
         self.pos = 0
-        self.decoder = json.JSONDecoder()
+        self.decoder = json.JSONDecoder(parse_int=str)  # cuts values out: numbers need not become ints
         self.counted = 0  # newlines before window[counted] are counted in `line`
         self.line = 1
         self.col0 = 0  # 0-based column of window[0]
 
     def more(self, size: int | None = None) -> bool:
         """Read the next piece into the window; False at the end of the file."""
-        if self.pos > BLOCK and self.pos * 2 > len(self.window):  # drop the consumed part
-            self._count_lines(self.pos)
-            self.col0 = self._column(self.pos)
-            self.window, self.counted, self.pos = self.window[self.pos :], 0, 0
+        if self.pos > BLOCK and self.pos * 2 > len(self.window):
+            self._drop_consumed()
         text = self.stream.read(size)
         self.window += text
         return bool(text)
+
+    def _drop_consumed(self) -> None:
+        """Drop the part of the window before the position (its lines counted, the column of what is left kept)."""
+        self._count_lines(self.pos)
+        self.col0 = self._column(self.pos)
+        self.window, self.counted, self.pos = self.window[self.pos :], 0, 0
 
     def _count_lines(self, pos: int) -> int:
         """The line of ``pos``; positions asked for never go back (each value starts after the last)."""
@@ -168,7 +183,7 @@ class Cursor:
 
     def value(self) -> tuple[str, int]:
         """The JSON value at the position, as its text, with the line where it starts; the position moves past
-        it. The window grows until the value is whole.
+        it. The window grows until the value is whole, and only while the decoder ran out of text.
 
         Raises:
             JsonSyntaxError: it is not JSON.
@@ -177,14 +192,69 @@ class Cursor:
             try:
                 _, end = self.decoder.raw_decode(self.window, self.pos)
             except json.JSONDecodeError as exc:
-                if self.more(max(BLOCK, len(self.window) - self.pos)):  # a huge value: decoded log(n) times
-                    continue
+                if self._ran_out(exc) and self.more(max(BLOCK, len(self.window) - self.pos)):
+                    continue  # a huge value: decoded log(n) times
                 raise self.error(exc.msg, exc.pos) from None
+            except RecursionError:  # valid or not, deeper than Python decodes: its end by its brackets
+                found = _bracketed_end(self.window, self.pos)
+                if found is None:
+                    if self.more(max(BLOCK, len(self.window) - self.pos)):
+                        continue
+                    raise self.error("unexpected end of file", len(self.window)) from None
+                end = found
+            except ValueError as exc:  # any other failure of the decoder is bad JSON here too
+                raise self.error(f"cannot decode ({exc})", self.pos) from None
             if end == len(self.window) and self.window[end - 1] in _NUMBER_END and self.more():
                 continue  # "12" may be the start of "1234"
             text, line = self.window[self.pos : end], self._count_lines(self.pos)
             self.pos = end
+            if end > BLOCK:  # a large value: the window holding it goes now, not with the next read
+                self._drop_consumed()
             return text, line
+
+    def _ran_out(self, exc: json.JSONDecodeError) -> bool:
+        """The decoder failed because the window ended (more text may complete the value), not on a character
+        that no more text can make right."""
+        return exc.msg.startswith(_UNTERMINATED) or len(self.window) - exc.pos <= CUT_TOKEN
+
+
+def _bracketed_end(text: str, pos: int) -> int | None:
+    """Where the array or object starting at ``text[pos]`` ends, by counting brackets outside strings (no
+    recursion, whatever the depth); None when ``text`` ends first. Only the extent: the value is checked when it is
+    decoded."""
+    depth = 0
+    for match in _BRACKET_TOKEN.finditer(text, pos):
+        token = match.group()
+        if token[0] == '"':
+            if len(token) == 1 or token[-1] != '"' or _escaped_end(token):
+                return None  # a string cut by the window's end
+            continue
+        depth += 1 if token in "[{" else -1
+        if depth == 0:
+            return match.end()
+    return None
+
+
+def _escaped_end(token: str) -> bool:
+    """The closing quote of a matched string is escaped (an odd number of backslashes before it)."""
+    body = token[1:-1]
+    return (len(body) - len(body.rstrip("\\"))) % 2 == 1
+
+
+def is_json(text: str) -> bool:
+    """``text`` is one JSON value (integers of any length; nesting of any depth counts as JSON here, for the
+    record's decoding to report)."""
+    start = _WHITESPACE.match(text).end()
+    try:
+        _, end = json.JSONDecoder(parse_int=str).raw_decode(text, start)
+    except RecursionError:
+        found = _bracketed_end(text, start)
+        if found is None:
+            return False
+        end = found
+    except ValueError:
+        return False
+    return _WHITESPACE.match(text, end).end() == len(text)
 
 
 def iter_list(cursor: Cursor) -> Iterator[tuple[str, int]]:

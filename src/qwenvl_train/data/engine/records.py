@@ -9,9 +9,13 @@ Accepted input (the original Qwen-VL format)::
         {"from": "assistant", "value": "A cat."}]}]
 
 - A ``.json`` file holds a list of samples (or one sample object); a ``.jsonl`` / ``.ndjson`` file holds one
-  sample per line. A file whose content is the other format is read for what it is, with a note: a ``.json``
-  file of JSON Lines, a ``.jsonl`` file holding one JSON list or pretty-printed objects spread over several
-  lines. Several files are concatenated.
+  sample per line. Gzip-compressed files (``.json.gz``, ``.jsonl.gz``, or any file starting with gzip's magic
+  bytes) are read as they are decompressed; other compressions are refused with one line saying to decompress.
+  The standard input given as ``-`` or ``/dev/stdin`` is read once as JSON Lines (:mod:`.streams`); any other
+  file that is not a regular file (a FIFO, a device, a socket) is refused before it is opened. A file whose
+  content is the other format is read for what it is, with a note: a ``.json`` file of JSON Lines, a ``.jsonl``
+  file holding one JSON list or pretty-printed objects spread over several lines. Several files are
+  concatenated.
 - Roles: ``user`` (alias ``human``), ``assistant`` (alias ``gpt``), ``system`` (first turn only; it
   replaces the default system prompt for that sample). Case is ignored (``Human``, ``GPT``); spaces are
   not (``"user "`` is an error).
@@ -31,23 +35,31 @@ their problems too.
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 from ...format.sample import ROLE_ALIASES, DataProblem, Sample, Turn
+from ..filekinds import special_kind
+from . import streams
 from .reader import (
     Cursor,
     JsonSyntaxError,
     TextDecodeError,
     TextStream,
+    is_json,
     iter_lines,
     iter_list,
     iter_values,
 )
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
+GZIP_MAGIC = b"\x1f\x8b"
+UNSUPPORTED_COMPRESSION = (".bz2", ".xz", ".lzma", ".zst", ".zip", ".7z", ".lz4", ".tar", ".tgz")
 
 
 def _type_name(value: Any) -> str:
@@ -157,36 +169,76 @@ class FileRecords:
     @property
     def bytes_read(self) -> int:
         """How far into the file the records have been read, in bytes (for progress bars)."""
-        return self._reading.bytes_read if self._reading else 0
+        if self._reading is None:
+            return 0
+        compressed = getattr(self._reading.fh, "fileobj", None)  # a gzip file: how far into the file on disk
+        return compressed.tell() if compressed is not None else self._reading.bytes_read
 
     def _whole_file(self, reason: str, line: int | None = None, col: int | None = None) -> None:
         self.errors.append(DataProblem(str(self.file), reason, line=line, col=col, whole_file=True))
 
     def __iter__(self) -> Iterator[Record]:
-        if not self.file.exists():
-            self._whole_file("no such file")
-        elif self.file.is_dir():
-            self._whole_file("is a directory, expected a .json or .jsonl file")
+        refused = self._refusal()
+        if refused is not None:
+            self._whole_file(refused)
         else:
             count = 0
             try:
                 for count, (text, line) in enumerate(self._values(), start=1):
                     yield Record(text, line, count - 1)
-            except (OSError, TextDecodeError) as exc:
+            except (OSError, EOFError, zlib.error, TextDecodeError) as exc:
                 self._whole_file(f"cannot read: {exc}")
             except JsonSyntaxError as exc:
                 self._whole_file(f"bad JSON: {exc.reason}", exc.line, exc.col)
             finally:
-                for fh in self._open_files:
+                for fh in reversed(self._open_files):
                     fh.close()
                 self._open_files.clear()
             if not count and not self.errors:
                 self._whole_file("no samples in file")
 
+    def _refusal(self) -> str | None:
+        """Why the file cannot be read at all (checked before it is opened), else None."""
+        name = str(self.file)
+        if streams.is_stream(name):
+            return streams.refusal(name)
+        try:
+            mode = os.stat(self.file).st_mode
+        except FileNotFoundError:
+            return "no such file"
+        except OSError as exc:
+            return f"cannot read: {exc.strerror or exc}"
+        if self.file.is_dir():
+            return "is a directory, expected a .json or .jsonl file"
+        kind = special_kind(mode)
+        if kind is not None:
+            return (
+                f"is {kind}, not a data file: give a regular .json or .jsonl file, or - to read JSON Lines from "
+                "the standard input"
+            )
+        suffix = self.file.suffix.lower()
+        if suffix in UNSUPPORTED_COMPRESSION:
+            return (
+                f"compressed {suffix} files are not read: decompress it first (gzip files, .json.gz / .jsonl.gz, "
+                "are)"
+            )
+        return None
+
+    @property
+    def jsonl(self) -> bool:
+        """The file is named as JSON Lines (``.jsonl``, ``.ndjson``, also gzipped), or is the standard input."""
+        name = self.file.with_suffix("") if self.file.suffix.lower() == ".gz" else self.file
+        return name.suffix.lower() in JSONL_SUFFIXES or streams.is_stream(str(self.file))
+
     def _cursor(self) -> Cursor:
-        """A cursor at the start of the file (a new handle each time: the file may be read more than once)."""
-        fh = open(self.file, "rb")  # noqa: SIM115 - closed when the iteration ends
-        self._open_files.append(fh)
+        """A cursor at the start of the file (a new handle each time: the file may be read more than once);
+        gzip-compressed content is decompressed as it is read."""
+        raw = open(streams.source(str(self.file)), "rb")  # noqa: SIM115 - closed when the iteration ends
+        self._open_files.append(raw)
+        fh: BinaryIO = raw
+        if raw.peek(2)[:2] == GZIP_MAGIC:
+            fh = gzip.GzipFile(fileobj=raw, mode="rb")
+            self._open_files.append(fh)
         return Cursor(TextStream(fh))
 
     def _from(self, cursor: Cursor) -> Cursor:
@@ -198,7 +250,7 @@ class FileRecords:
         """``(text, line)`` of every record, in the format the content turns out to be."""
         cursor = self._from(self._cursor())
         first = cursor.skip_whitespace()
-        jsonl = self.file.suffix.lower() in JSONL_SUFFIXES
+        jsonl = self.jsonl
         if not first:
             self._whole_file("empty file")
         elif first == "[":
@@ -228,9 +280,7 @@ class FileRecords:
         first = next(lines, None)
         if first is None:
             return
-        try:
-            json.loads(first[0])
-        except json.JSONDecodeError:
+        if not is_json(first[0]):
             if self._all_values():
                 self.notes.append(
                     f"{self.file}: holds JSON written over several lines per sample, not JSON Lines (one sample "
@@ -259,14 +309,28 @@ class FileRecords:
 
 
 def sample_from_record(record: Record, file: Path) -> Sample:
-    """Decode one record and validate its structure; a record that is not JSON (a JSON Lines line) is a sample
-    with one error, its record lost."""
+    """Decode one record and validate its structure; a record that is not JSON (a JSON Lines line), or that
+    Python's decoder cannot turn into objects (nesting deeper than the recursion limit, an integer longer than the
+    digit limit), is a sample with one bad-JSON error, its record lost."""
     try:
         obj = json.loads(record.text)
     except json.JSONDecodeError as exc:
         error = DataProblem(str(file), f"bad JSON: {exc.msg}", line=record.line, col=exc.colno)
         return Sample(f"#{record.index}", [], None, file, record.line, [error])
+    except (RecursionError, ValueError) as exc:
+        error = DataProblem(str(file), f"bad JSON: {undecodable(exc)}", line=record.line)
+        return Sample(f"#{record.index}", [], None, file, record.line, [error])
     return sample_from_object(obj, file, record.index, record.line)
+
+
+def undecodable(exc: BaseException) -> str:
+    """Why Python's decoder refused valid-looking JSON, in one line."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to decode (more levels than Python's recursion limit)"
+    reason = str(exc).split(";")[
+        0
+    ]  # the int digit limit's advice names a Python function: not the user's fix
+    return f"cannot decode ({reason})"
 
 
 def read_samples(paths: str | Path | Iterable[str | Path]) -> tuple[list[Sample], list[DataProblem]]:

@@ -89,14 +89,20 @@ def scan_sample(raw: Sample, tokenizer: TextEncoder, options: DataOptions, n_que
     if out.errors:
         return out
 
-    rendered = render_parsed(
-        turns, parsed, tokenizer, system=raw.system, policy=options.label_policy, n_queries=n_queries
+    rendered = render_parsed(  # ids kept up to the limit only: an oversized sample costs about its own size
+        turns,
+        parsed,
+        tokenizer,
+        system=raw.system,
+        policy=options.label_policy,
+        n_queries=n_queries,
+        max_length=options.model_max_length,
     )
     rendered.images = out.image_refs
     out.dropped_first_turn = dropped
     out.turns, out.has_system = rendered.num_turns, raw.system is not None
     out.control_strings = rendered.control_strings
-    out.length = len(rendered)
+    out.length = rendered.length
     if out.length > options.model_max_length:
         out.too_long = True
         shorter = rendered.cut(options.model_max_length) if options.truncation == "cut_turns" else None
