@@ -36,7 +36,8 @@ def png(width: int = 64, height: int = 48) -> bytes:
 
 
 class Handler(BaseHTTPRequestHandler):
-    """/a.png: a picture; /redirect?to=URL: a 302; /loop: redirects to itself; /slow: waits; /big: too large."""
+    """/a.png: a picture; /redirect?to=URL: a 302; /loop: redirects to itself; /slow: waits; /big: too large;
+    /trickle: headers at once, then the body a byte every 0.1 s (each read well under any socket timeout)."""
 
     def log_message(self, *args) -> None:  # quiet
         pass
@@ -59,6 +60,18 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, png())
         elif self.path == "/big":
             self._send(200, b"\0" * 5000)
+        elif self.path == "/trickle":
+            data = png()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                for k in range(min(len(data), 40)):  # 4 s at most: the server thread ends by itself
+                    self.wfile.write(data[k : k + 1])
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                pass
         else:
             self._send(404, b"no")
 
@@ -186,6 +199,10 @@ def test_limits_and_http_errors_with_private_urls_allowed(connections) -> None:
         refused(lambda: images.fetch_url(f"{base}/big", small, PARAM), "image_too_large")
         quick = ImagePolicy(allow_private_urls=True, timeout=0.3)
         refused(lambda: images.fetch_url(f"{base}/slow", quick, PARAM), "image_timeout")
+        # A body trickling in a byte at a time: the deadline is the whole download's, not each read's.
+        started = time.monotonic()
+        refused(lambda: images.fetch_url(f"{base}/trickle", quick, PARAM), "image_timeout")
+        assert time.monotonic() - started < 2.0
         refused(lambda: images.fetch_url(f"{base}/missing.png", allowed, PARAM), "unreachable_url")
         refused(lambda: images.load(f"{base}/big", allowed, PARAM, SIZE), "invalid_image")  # not an image
 

@@ -87,7 +87,7 @@ def _cache_path(url: str) -> Path:
     return url_cache_dir() / hashlib.sha256(url.encode("utf-8")).hexdigest()
 
 
-class _Deadline:
+class Deadline:
     """The end of a download: at ``seconds`` from now the connections it watches are shut down, so that whatever
     they wait for (headers, a body trickling in a byte at a time, each read well under the socket timeout) ends.
 
@@ -125,7 +125,7 @@ def _shut(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-def _watched(base: type[http.client.HTTPConnection], deadline: _Deadline) -> type[http.client.HTTPConnection]:
+def _watched(base: type[http.client.HTTPConnection], deadline: Deadline) -> type[http.client.HTTPConnection]:
     """``base`` whose connections ``deadline`` shuts down."""
 
     class Watched(base):  # type: ignore[misc, valid-type]
@@ -137,7 +137,7 @@ def _watched(base: type[http.client.HTTPConnection], deadline: _Deadline) -> typ
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, deadline: _Deadline) -> None:
+    def __init__(self, deadline: Deadline) -> None:
         super().__init__()
         self.deadline = deadline
 
@@ -146,7 +146,7 @@ class _HTTPHandler(urllib.request.HTTPHandler):
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: _Deadline) -> None:
+    def __init__(self, deadline: Deadline) -> None:
         super().__init__()
         self.deadline = deadline
 
@@ -165,7 +165,7 @@ def fetch_url(
         ImageError: HTTP error status, connection failure, timeout, or too large (``transient`` says whether
             trying again may help).
     """
-    deadline = _Deadline(timeout)
+    deadline = Deadline(timeout)
     received = [0]
     try:
         data = _download(url, timeout, max_bytes, deadline, received)
@@ -182,7 +182,7 @@ def fetch_url(
     return data
 
 
-def _download(url: str, timeout: float, max_bytes: int, deadline: _Deadline, received: list[int]) -> bytes:
+def _download(url: str, timeout: float, max_bytes: int, deadline: Deadline, received: list[int]) -> bytes:
     """:func:`fetch_url`'s work, its failures as :class:`ImageError` (``received[0]``: bytes so far)."""
     opener = urllib.request.build_opener(_HTTPHandler(deadline), _HTTPSHandler(deadline))
     try:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.errors import ImageError
-from ..data.images import DEFAULT_MAX_DOWNLOAD_BYTES, load_image
+from ..data.images import DEFAULT_MAX_DOWNLOAD_BYTES, Deadline, load_image
 from ..data.options import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT
 from .schema import APIError
 
@@ -128,15 +128,20 @@ def connect(address: str, port: int, timeout: float) -> socket.socket:
 class _PinnedConnection(http.client.HTTPConnection):
     """An HTTP(S) connection to an address already checked, speaking to ``host`` (Host header, TLS name)."""
 
-    def __init__(self, host: str, address: str, port: int, timeout: float, tls: bool) -> None:
+    def __init__(
+        self, host: str, address: str, port: int, timeout: float, tls: bool, deadline: Deadline
+    ) -> None:
         super().__init__(host, port, timeout=timeout)
         self.address = address
         self.tls = tls
+        self.deadline = deadline
 
     def connect(self) -> None:
-        self.sock = connect(self.address, self.port, self.timeout)
+        sock = connect(self.address, self.port, self.timeout)
+        self.deadline.watch(sock)  # shut down at the deadline, whatever it waits for then
+        self.sock = sock
         if self.tls:
-            self.sock = ssl.create_default_context().wrap_socket(self.sock, server_hostname=self.host)
+            self.sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
 
 
 def fetch_url(url: str, policy: ImagePolicy, param: str) -> bytes:
@@ -145,15 +150,30 @@ def fetch_url(url: str, policy: ImagePolicy, param: str) -> bytes:
     Raises:
         APIError: refused address, HTTP error, too many redirects, too large, too slow, network failure.
     """
-    deadline = time.monotonic() + policy.timeout
+    deadline = Deadline(policy.timeout)
+    try:
+        return _fetch(url, policy, param, deadline)
+    except APIError:
+        if deadline.expired:  # whatever the shut connection made fail, the reason is the deadline
+            raise _refuse(
+                param, f"fetching {url!r} took longer than {policy.timeout:g} s", "image_timeout"
+            ) from None
+        raise
+    finally:
+        deadline.cancel()
+
+
+def _fetch(url: str, policy: ImagePolicy, param: str, deadline: Deadline) -> bytes:
+    """:func:`fetch_url`'s work; ``deadline`` shuts every connection down when the time is up."""
+    end = time.monotonic() + policy.timeout
     for _ in range(MAX_REDIRECTS + 1):
         parts, address = checked_address(url, policy, param)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        remaining = end - time.monotonic()
+        if remaining <= 0 or deadline.expired:
             raise _refuse(param, f"fetching {url!r} took longer than {policy.timeout:g} s", "image_timeout")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         connection = _PinnedConnection(
-            parts.hostname or "", address, port, remaining, parts.scheme == "https"
+            parts.hostname or "", address, port, remaining, parts.scheme == "https", deadline
         )
         target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
         try:
@@ -170,7 +190,12 @@ def fetch_url(url: str, policy: ImagePolicy, param: str) -> bytes:
             length = response.getheader("Content-Length")
             if length and length.isdigit() and int(length) > policy.max_bytes:
                 raise _refuse(param, f"{url!r} is larger than {policy.max_bytes} bytes", "image_too_large")
-            return _read(response, url, policy, param, deadline)
+            data = _read(response, url, policy, param)
+            if deadline.expired:  # the body ended because the deadline shut the connection
+                raise _refuse(
+                    param, f"fetching {url!r} took longer than {policy.timeout:g} s", "image_timeout"
+                )
+            return data
         except (OSError, http.client.HTTPException) as exc:
             if isinstance(exc, TimeoutError | socket.timeout):
                 raise _refuse(
@@ -182,17 +207,14 @@ def fetch_url(url: str, policy: ImagePolicy, param: str) -> bytes:
     raise _refuse(param, f"more than {MAX_REDIRECTS} redirects", "unreachable_url")
 
 
-def _read(
-    response: http.client.HTTPResponse, url: str, policy: ImagePolicy, param: str, deadline: float
-) -> bytes:
+def _read(response: http.client.HTTPResponse, url: str, policy: ImagePolicy, param: str) -> bytes:
+    """The body, its size checked as it arrives (``read1``: what has come, not a full 64 KiB)."""
     chunks: list[bytes] = []
     size = 0
-    while chunk := response.read(1 << 16):
+    while chunk := response.read1(1 << 16):
         size += len(chunk)
         if size > policy.max_bytes:
             raise _refuse(param, f"{url!r} is larger than {policy.max_bytes} bytes", "image_too_large")
-        if time.monotonic() > deadline:
-            raise _refuse(param, f"fetching {url!r} took longer than {policy.timeout:g} s", "image_timeout")
         chunks.append(chunk)
     return b"".join(chunks)
 
