@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo.run import add_parser as add_demo
 
     add_demo(sub)
-    from .data.check import add_parser as add_check_data
+    from .reports.check_data import add_parser as add_check_data  # the data layer's check-data, with --report
 
     add_check_data(sub)
     from .data.convert.command import add_parser as add_convert

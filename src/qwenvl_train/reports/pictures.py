@@ -1,0 +1,89 @@
+"""Pictures of a report: an image with boxes and quads drawn in given colours and labelled, saved beside the page.
+
+Coordinates are Qwen-VL's [0, 1000) mapped to the saved picture's pixels by
+:func:`qwenvl_train.format.boxes.to_pixels` (the one inverse). A large picture is shrunk first (longest side
+``MAX_SIDE``) and the boxes are mapped to the shrunk size, so they sit where they sat on the original.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..format.boxes import to_pixels
+from ..format.markup import Grounding
+
+MAX_SIDE = 640  # longest side of a saved picture, in pixels
+#: Colours of the eval report: reference boxes, predicted boxes.
+REFERENCE = (20, 160, 40)
+PREDICTED = (220, 30, 200)
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """One box or quad to draw: its points in [0, 1000), its colour, and the label written above it (or None)."""
+
+    kind: str
+    points: tuple[tuple[int, int], ...]
+    colour: tuple[int, int, int]
+    label: str | None
+
+
+def drawn(groundings: Sequence[Grounding], colour: tuple[int, int, int] | None = None) -> list[Drawn]:
+    """The well-formed groundings as :class:`Drawn` s: labelled with their ref where a chain starts, in ``colour``
+    (or one palette colour per ref when None, as chat's drawing)."""
+    from ..inference.draw import PALETTE
+
+    out: list[Drawn] = []
+    index = -1
+    for grounding in groundings:
+        if grounding.points is None:
+            continue
+        if grounding.ref is None or grounding.follows_ref:
+            index += 1
+        label = grounding.ref if grounding.ref and grounding.follows_ref else None
+        out.append(Drawn(grounding.kind, grounding.points, colour or PALETTE[index % len(PALETTE)], label))
+    return out
+
+
+def save_picture(ref: str, base_dir: str | Path | None, boxes: Sequence[Drawn], out: Path) -> str | None:
+    """Load the image ``ref`` (relative to ``base_dir``), draw ``boxes`` on it and save it as ``out`` (PNG).
+
+    Returns:
+        None when saved, else the one line saying why not (the image cannot be read); never raises for the image.
+    """
+    from PIL import Image, ImageDraw
+
+    from ..data.errors import ImageError
+    from ..data.images import load_image, resolve_image
+    from ..inference.draw import load_font
+
+    try:
+        image = load_image(resolve_image(ref, base_dir))
+    except (ImageError, OSError, ValueError) as exc:
+        return f"picture {ref}: {exc}"
+    if max(image.size) > MAX_SIDE:
+        image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    width, height = image.size
+    draw = ImageDraw.Draw(image)
+    line = max(2, round(min(width, height) / 150))
+    font = load_font(max(12, min(width, height) // 25))
+    labels: list[tuple[tuple[int, int], str, tuple[int, int, int]]] = []
+    for box in boxes:
+        pixels = to_pixels(box.points, width, height)
+        if box.kind == "box":
+            draw.rectangle(pixels, outline=box.colour, width=line)
+        else:
+            draw.polygon(pixels, outline=box.colour, width=line)
+        if box.label:
+            labels.append(((min(x for x, _ in pixels), min(y for _, y in pixels)), box.label, box.colour))
+    for (x, y), label, colour in labels:  # labels last: no box drawn over a label
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        text_h = bottom - top + 2 * line
+        y = y - text_h if y - text_h >= 0 else y  # above the box when there is room
+        draw.rectangle((x, y, x + right - left + 2 * line, y + text_h), fill=colour)
+        draw.text((x + line - left, y + line - top), label, fill=(255, 255, 255), font=font)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out)
+    return None
