@@ -16,6 +16,7 @@ from PIL import Image
 from qwenvl_train.format.boxes import to_pixels
 from qwenvl_train.format.markup import groundings_by_picture
 from qwenvl_train.inference.draw import PALETTE
+from qwenvl_train.reports.pictures import PREDICTED, REFERENCE
 
 WHITE = (255, 255, 255)
 W, H = 200, 100  # the known picture size: boxes map to pixels by hand
@@ -131,3 +132,62 @@ def test_check_data_report_draws_boxes_at_their_pixels(check_report: tuple[Path,
     two = [Image.open(folder / src).convert("RGB") for src in pictures_in(page)[1:3]]
     assert two[0].getcolors() == [(W * H, WHITE)]
     assert two[1].getpixel((0, 25)) == PALETTE[0] and two[1].getpixel((150, 75)) == (0, 0, 0)
+
+
+def eval_result(root: Path, sample_id: str, query: str, reference: str, prediction: str):
+    from qwenvl_train.inference.evaluate import EvalResult, EvalSample
+    from qwenvl_train.inference.metrics import score_answer
+
+    sample = EvalSample(sample_id, str(root / "data.json"), query, [], None, reference)
+    return EvalResult(sample, prediction, score_answer(prediction, reference))
+
+
+def test_eval_report_sorts_worst_first_and_draws_both_boxes(tmp_path: Path) -> None:
+    from qwenvl_train.inference.metrics import summarize
+    from qwenvl_train.reports.evaluation import write_eval_report
+
+    Image.new("RGB", (W, H), WHITE).save(tmp_path / "white.png")
+    q = "Picture 1: <img>white.png</img>\nWhere is <ref>the <b>thing</b></ref>?"
+    results = [
+        eval_result(tmp_path, "good", q, "<box>(100,200),(500,800)</box>", "<box>(100,200),(500,800)</box>"),
+        eval_result(tmp_path, "text", "Say hi", "Hi.", "Bye <script>"),
+        eval_result(tmp_path, "bad", q, "<box>(100,200),(500,800)</box>", "<box>(600,100),(900,900)</box>"),
+        eval_result(
+            tmp_path, "lost", "Picture 1: <img>gone.png</img>\nWhere?", "<box>(1,1),(2,2)</box>", "no"
+        ),
+    ]
+    metrics = {**summarize(r.score for r in results), "skipped": 1}
+    path = write_eval_report(
+        results, metrics, ["data.json: sample 'x': an <img> that is bad"], tmp_path / "r"
+    )
+    page = path.read_text(encoding="utf-8")
+    titles = re.findall(r"<b>sample &#x27;(\w+)&#x27;", page)
+    assert titles == ["bad", "lost", "good", "text"]  # IoU 0, 0, 1, then the text answer
+    assert "IoU 0.000" in page and "IoU 1.000" in page and "exact match: no" in page
+    assert "<td>mean_iou</td>" in page and "an &lt;img&gt; that is bad" in page
+    assert "<script>" not in page and "Bye &lt;script&gt;" in page
+    assert "gone.png: no such file" in page
+    pictures = pictures_in(page)
+    assert len(pictures) == 2
+    bad = Image.open(path.parent / pictures[0]).convert("RGB")
+    (rx1, ry1), (rx2, ry2) = to_pixels([(100, 200), (500, 800)], W, H)
+    (px1, py1), (px2, py2) = to_pixels([(600, 100), (900, 900)], W, H)
+    assert bad.getpixel((rx1, (ry1 + ry2) // 2)) == REFERENCE
+    assert bad.getpixel((px2, (py1 + py2) // 2)) == PREDICTED
+    assert bad.getpixel(((rx1 + rx2) // 2, (ry1 + ry2) // 2)) == WHITE
+
+
+def test_eval_command_writes_its_report(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    from qwenvl_train.cli import main
+
+    Image.new("RGB", (W, H), WHITE).save(tmp_path / "white.png")
+    sample = {"id": "one", "conversations": [
+        {"from": "user", "value": "Picture 1: <img>white.png</img>\nWhere is <ref>it</ref>?"},
+        {"from": "assistant", "value": "<box>(100,200),(500,800)</box>"}]}  # fmt: skip
+    (tmp_path / "data.json").write_text(json.dumps([sample]), encoding="utf-8")
+    code = main(["eval", "--model", str(tiny_model_dir), "--data", str(tmp_path / "data.json"), "--device", "cpu",
+                 "--max-new-tokens", "2", "--report", str(tmp_path / "report")])  # fmt: skip
+    assert code == 0
+    assert f"report: {tmp_path / 'report' / 'index.html'}" in capsys.readouterr().err
+    page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    assert len(pictures_in(page)) == 1 and "<td>samples</td>" in page
