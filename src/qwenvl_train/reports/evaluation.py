@@ -74,7 +74,7 @@ def add_card(page: Page, result: EvalResult, number: int) -> int:
         predicted = [
             g for image, g in _answer_groundings(sample.query, result.prediction) if image in (None, picture)
         ]
-        boxes = drawn(reference, REFERENCE) + drawn(predicted, PREDICTED)
+        boxes = drawn(reference, REFERENCE) + drawn(predicted, PREDICTED, below=True)
         out = page.images / f"answer-{number:04d}.png"
         why_not = save_picture(picture, Path(sample.file).parent, boxes, out)
         pictures.append((None, why_not) if why_not else (out, picture))

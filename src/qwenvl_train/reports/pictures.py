@@ -22,17 +22,21 @@ PREDICTED = (220, 30, 200)
 
 @dataclass(frozen=True)
 class Drawn:
-    """One box or quad to draw: its points in [0, 1000), its colour, and the label written above it (or None)."""
+    """One box or quad to draw: its points in [0, 1000), its colour, and the label written above it (or None;
+    ``below``: under it, so that a prediction's label does not hide the reference's)."""
 
     kind: str
     points: tuple[tuple[int, int], ...]
     colour: tuple[int, int, int]
     label: str | None
+    below: bool = False
 
 
-def drawn(groundings: Sequence[Grounding], colour: tuple[int, int, int] | None = None) -> list[Drawn]:
+def drawn(
+    groundings: Sequence[Grounding], colour: tuple[int, int, int] | None = None, below: bool = False
+) -> list[Drawn]:
     """The well-formed groundings as :class:`Drawn` s: labelled with their ref where a chain starts, in ``colour``
-    (or one palette colour per ref when None, as chat's drawing)."""
+    (or one palette colour per ref when None, as chat's drawing), labels under the boxes when ``below``."""
     from ..inference.draw import PALETTE
 
     out: list[Drawn] = []
@@ -43,7 +47,8 @@ def drawn(groundings: Sequence[Grounding], colour: tuple[int, int, int] | None =
         if grounding.ref is None or grounding.follows_ref:
             index += 1
         label = grounding.ref if grounding.ref and grounding.follows_ref else None
-        out.append(Drawn(grounding.kind, grounding.points, colour or PALETTE[index % len(PALETTE)], label))
+        chosen = colour or PALETTE[index % len(PALETTE)]
+        out.append(Drawn(grounding.kind, grounding.points, chosen, label, below))
     return out
 
 
@@ -69,7 +74,7 @@ def save_picture(ref: str, base_dir: str | Path | None, boxes: Sequence[Drawn], 
     draw = ImageDraw.Draw(image)
     line = max(2, round(min(width, height) / 150))
     font = load_font(max(12, min(width, height) // 25))
-    labels: list[tuple[tuple[int, int], str, tuple[int, int, int]]] = []
+    labels: list[tuple[tuple[int, int, int], str, tuple[int, int, int], bool]] = []
     for box in boxes:
         pixels = to_pixels(box.points, width, height)
         if box.kind == "box":
@@ -77,12 +82,18 @@ def save_picture(ref: str, base_dir: str | Path | None, boxes: Sequence[Drawn], 
         else:
             draw.polygon(pixels, outline=box.colour, width=line)
         if box.label:
-            labels.append(((min(x for x, _ in pixels), min(y for _, y in pixels)), box.label, box.colour))
-    for (x, y), label, colour in labels:  # labels last: no box drawn over a label
+            ys = [y for _, y in pixels]
+            corner = (min(x for x, _ in pixels), min(ys), max(ys))
+            labels.append((corner, box.label, box.colour, box.below))
+    for (x, y_top, y_bottom), label, colour, below in labels:  # labels last: no box drawn over a label
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
-        text_h = bottom - top + 2 * line
-        y = y - text_h if y - text_h >= 0 else y  # above the box when there is room
-        draw.rectangle((x, y, x + right - left + 2 * line, y + text_h), fill=colour)
+        text_w, text_h = right - left + 2 * line, bottom - top + 2 * line
+        x = max(0, min(x, width - text_w))  # inside the picture
+        if below:  # under the box when there is room, else inside its bottom
+            y = y_bottom if y_bottom + text_h <= height else y_bottom - text_h
+        else:  # above the box when there is room, else inside its top
+            y = y_top - text_h if y_top - text_h >= 0 else y_top
+        draw.rectangle((x, y, x + text_w, y + text_h), fill=colour)
         draw.text((x + line - left, y + line - top), label, fill=(255, 255, 255), font=font)
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
