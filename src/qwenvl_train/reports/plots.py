@@ -9,6 +9,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+LOSS_COLOUR = "#1f77b4"
+EVAL_LOSS_COLOUR = "#ff7f0e"
+METRIC_COLOURS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b")
+
 
 def _pyplot() -> Any:
     import matplotlib
@@ -67,11 +71,11 @@ def loss_curve(
     if not steps or len(steps) != len(losses):
         raise ValueError(f"need as many steps as losses (got {len(steps)} and {len(losses)}), at least one")
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=100, layout="constrained")
     try:
-        ax.plot(steps, losses, color="#1f77b4", linewidth=1.5, marker="." if len(steps) < 50 else None,
+        ax.plot(steps, losses, color=LOSS_COLOUR, linewidth=1.5, marker="." if len(steps) < 50 else None,
                 label="training loss")  # fmt: skip
-        positive = [v for v in losses if v > 0]
+        positive = all(v > 0 for v in losses)  # a log scale needs every loss above 0
         if positive:
             ax.set_yscale("log")
         ax.set_xlabel("step")
@@ -82,18 +86,18 @@ def loss_curve(
         other = {name: points for name, points in (evals or {}).items() if points and name != "eval_loss"}
         if (evals or {}).get("eval_loss"):
             xs, ys = zip(*evals["eval_loss"], strict=True)  # type: ignore[index]
-            (handle,) = ax.plot(xs, ys, color="#ff7f0e", marker="o", label="eval loss")
+            (handle,) = ax.plot(xs, ys, color=EVAL_LOSS_COLOUR, marker="o", label="eval loss")
             handles, labels = [*handles, handle], [*labels, "eval loss"]
         if other:
             right = ax.twinx()
-            for name, points in other.items():
+            for k, (name, points) in enumerate(other.items()):
                 xs, ys = zip(*points, strict=True)
-                (handle,) = right.plot(xs, ys, marker="s", linestyle="--", label=name)
+                colour = METRIC_COLOURS[k % len(METRIC_COLOURS)]
+                (handle,) = right.plot(xs, ys, marker="s", linestyle="--", color=colour, label=name)
                 handles, labels = [*handles, handle], [*labels, name]
             right.set_ylabel("eval metric")
             right.set_ylim(0, 1.05)
-        ax.legend(handles, labels, loc="upper right")
-        fig.tight_layout()
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(handles)), fontsize="small")
         fig.savefig(out)
     finally:
         plt.close(fig)
