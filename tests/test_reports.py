@@ -191,3 +191,23 @@ def test_eval_command_writes_its_report(tiny_model_dir: Path, tmp_path: Path, ca
     assert f"report: {tmp_path / 'report' / 'index.html'}" in capsys.readouterr().err
     page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
     assert len(pictures_in(page)) == 1 and "<td>samples</td>" in page
+
+
+def test_check_data_report_survives_a_lost_file_and_refuses_an_unwritable_folder(
+    tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    from qwenvl_train.cli import main
+
+    data = write_grounding_data(tmp_path)
+    (tmp_path / "broken.json").write_text('[{"id": "a", "conversations": [', encoding="utf-8")
+    args = ["check-data", str(data), str(tmp_path / "broken.json"), str(tmp_path / "absent.json"),
+            "--model", str(tiny_model_dir), "--on_error", "skip", "--report-samples", "0"]  # fmt: skip
+    assert main([*args, "--report", str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    assert "absent.json: no such file" in page and "broken.json" in page
+    assert page.count('<div class="card') == 2  # --report-samples 0: only the samples with errors
+    capsys.readouterr()
+    (tmp_path / "taken").write_text("a file, not a folder", encoding="utf-8")
+    assert main([*args, "--report", str(tmp_path / "taken")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "check-data --report" in err[0] and "cannot write the report" in err[0]
