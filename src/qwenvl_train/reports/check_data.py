@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UserError
+from .page import ReportError
 
 if TYPE_CHECKING:
     from ..data.engine import ScanResult
@@ -31,10 +31,6 @@ if TYPE_CHECKING:
 DEFAULT_SAMPLES = 24
 ERROR_CARDS = 200  # samples with errors shown at most (every error is listed above the gallery regardless)
 ERROR_LINES = 2000  # error lines listed on the page at most (check-data prints them all)
-
-
-class ReportError(UserError, OSError):
-    """The report folder cannot be written; one line."""
 
 
 @dataclass

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .check_data import ReportError
+from .page import ReportError
 
 if TYPE_CHECKING:
     from ..format.markup import Grounding

@@ -12,6 +12,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..errors import UserError
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1400px; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
@@ -29,6 +31,10 @@ ol.errors li { font-family: monospace; font-size: .85em; color: #a00; }
 .turn { margin: .3em 0; } .role { font-weight: bold; font-size: .8em; color: #555; }
 .legend span { display: inline-block; width: .9em; height: .9em; vertical-align: middle; margin: 0 .3em; }
 """
+
+
+class ReportError(UserError, OSError):
+    """A report folder cannot be written; one line."""
 
 
 def esc(text: object) -> str:
