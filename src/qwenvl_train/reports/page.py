@@ -46,7 +46,8 @@ class Page:
     """An HTML page built section by section, then written once (:meth:`write`).
 
     Args:
-        folder: the report folder (created); pictures go under ``folder/images``.
+        folder: the report folder (created); pictures go under ``folder/images`` (the PNG files already there,
+            from an earlier report, are removed).
         title: the page title.
     """
 
@@ -54,6 +55,10 @@ class Page:
         self.folder = Path(folder)
         self.images = self.folder / "images"
         self.images.mkdir(parents=True, exist_ok=True)
+        for stale in self.images.glob(
+            "*.png"
+        ):  # a report written here before: its pictures are not this one's
+            stale.unlink()
         self.title = title
         self.parts: list[str] = [f"<h1>{esc(title)}</h1>"]
 

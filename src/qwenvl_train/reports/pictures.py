@@ -52,6 +52,10 @@ def drawn(
     return out
 
 
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
 def save_picture(ref: str, base_dir: str | Path | None, boxes: Sequence[Drawn], out: Path) -> str | None:
     """Load the image ``ref`` (relative to ``base_dir``), draw ``boxes`` on it and save it as ``out`` (PNG).
 
@@ -85,15 +89,24 @@ def save_picture(ref: str, base_dir: str | Path | None, boxes: Sequence[Drawn], 
             ys = [y for _, y in pixels]
             corner = (min(x for x, _ in pixels), min(ys), max(ys))
             labels.append((corner, box.label, box.colour, box.below))
+    placed: list[tuple[int, int, int, int]] = []
     for (x, y_top, y_bottom), label, colour, below in labels:  # labels last: no box drawn over a label
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
         text_w, text_h = right - left + 2 * line, bottom - top + 2 * line
         x = max(0, min(x, width - text_w))  # inside the picture
-        if below:  # under the box when there is room, else inside its bottom
-            y = y_bottom if y_bottom + text_h <= height else y_bottom - text_h
-        else:  # above the box when there is room, else inside its top
-            y = y_top - text_h if y_top - text_h >= 0 else y_top
-        draw.rectangle((x, y, x + text_w, y + text_h), fill=colour)
+        above, under = y_top - text_h, y_bottom  # outside the box, where there is room
+        inside_top, inside_bottom = y_top, y_bottom - text_h
+        order = (
+            (under, above, inside_bottom, inside_top) if below else (above, under, inside_top, inside_bottom)
+        )
+        spots = [y for y in order if 0 <= y <= height - text_h] or [max(0, min(order[0], height - text_h))]
+        # the first spot that does not cover a label already written, else the preferred one
+        y = next(
+            (y for y in spots if not any(_overlap((x, y, x + text_w, y + text_h), p) for p in placed)),
+            spots[0],
+        )
+        placed.append((x, y, x + text_w, y + text_h))
+        draw.rectangle(placed[-1], fill=colour)
         draw.text((x + line - left, y + line - top), label, fill=(255, 255, 255), font=font)
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
