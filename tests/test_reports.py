@@ -211,3 +211,30 @@ def test_check_data_report_survives_a_lost_file_and_refuses_an_unwritable_folder
     assert main([*args, "--report", str(tmp_path / "taken")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "check-data --report" in err[0] and "cannot write the report" in err[0]
+
+
+def test_gallery_pick_is_first_n_then_a_seeded_random_n_then_the_errors(tmp_path: Path) -> None:
+    from qwenvl_train.format.sample import DataProblem
+    from qwenvl_train.reports.check_data import pick_samples
+
+    Image.new("RGB", (W, H), WHITE).save(tmp_path / "white.png")
+    lines = []
+    for i in range(40):
+        user = "Hi" if i % 10 == 9 else "Picture 1: <img>white.png</img>\nWhere?"  # every 10th: no picture
+        sample = {
+            "id": f"s{i}",
+            "conversations": [{"from": "user", "value": user}, {"from": "assistant", "value": "x"}],
+        }
+        lines.append(json.dumps(sample) + "\n")
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(lines), encoding="utf-8")
+    errors = [DataProblem(str(data), "bad", f"s{i}", 1, i + 1) for i in (1, 20, 29, 33)]
+    gallery = pick_samples([data], errors, n=3, seed=0)
+    ids = lambda shown: [s.sample.id for s in shown]  # noqa: E731
+    assert ids(gallery.first) == ["s0", "s1", "s2"] and gallery.first[1].errors == [str(errors[0])]
+    assert ids(gallery.errors) == ["s20", "s33"]  # s29 has no picture
+    assert gallery.with_pictures == 36 and gallery.error_samples == 3
+    picked = ids(gallery.random)
+    assert len(picked) == 3 and not set(picked) & {"s0", "s1", "s2", "s9", "s19", "s20", "s29", "s33", "s39"}
+    assert ids(pick_samples([data], errors, n=3, seed=0).random) == picked  # seeded: the same pick again
+    assert len({tuple(ids(pick_samples([data], errors, n=3, seed=s).random)) for s in range(5)}) > 1
