@@ -68,6 +68,7 @@ class Browser:
         self.incoming = os.fdopen(from_browser_r, "rb", buffering=0)
         self.next_id = 0
         self.replies: dict[int, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []  # what the browser told without being asked (console, log)
         self.cond = threading.Condition()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -104,6 +105,8 @@ class Browser:
                     with self.cond:
                         self.replies[reply["id"]] = reply
                         self.cond.notify_all()
+                elif "method" in reply:
+                    self.events.append(reply)
 
     def call(self, method: str, timeout: float = 30.0, session: bool = True, **params: Any) -> dict[str, Any]:
         """Send one command and wait for its result."""
@@ -144,6 +147,27 @@ class Browser:
     def navigate(self, url: str) -> None:
         self.call("Page.navigate", url=url)
         self.wait_for("document.readyState === 'complete'")
+
+    def console_errors(self) -> list[str]:
+        """The page's console errors, uncaught exceptions and failed loads seen so far (after
+        :meth:`watch_console`), one line each."""
+        lines = []
+        for event in list(self.events):
+            method, params = event["method"], event.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                lines.append(f"exception: {params['exceptionDetails'].get('text')}")
+            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+                lines.append(
+                    "console: " + " ".join(str(a.get("value", a.get("description"))) for a in params["args"])
+                )
+            elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
+                lines.append(f"log: {params['entry'].get('text')} {params['entry'].get('url', '')}")
+        return lines
+
+    def watch_console(self) -> None:
+        """Start collecting console messages, exceptions and log entries (see :meth:`console_errors`)."""
+        self.call("Runtime.enable")
+        self.call("Log.enable")
 
     def set_files(self, selector: str, paths: list[str]) -> None:
         """Attach files to a file input, as a user picking them would (the change event fires)."""

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from qwenvl_train.cli import main as cli_main
-from qwenvl_train.demo.plot import draw_loss_curve
-from qwenvl_train.demo.run import FULL, SMALL, format_summary, parse_settings
+from qwenvl_train.demo.run import FULL, SMALL, format_summary, logged_curves, parse_settings
+from qwenvl_train.reports.plots import LOSS_COLOUR, METRIC_COLOURS, loss_curve
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,10 @@ def test_every_step_leaves_its_output(demo_out):
     assert state["global_step"] == SMALL.steps
     with Image.open(demo_out / "loss.png") as image:
         assert image.size == (640, 400)
+    for name in ("data", "eval"):  # the picture reports, with their pictures beside them
+        page = Path(summary["reports"][name])
+        assert page == demo_out / f"report-{name}" / "index.html" and page.is_file()
+        assert 'class="picture"' in page.read_text(encoding="utf-8")
     chat = summary["chat"]
     assert chat["question"] and chat["answer"] and chat["id"].startswith("heldout_")
     if chat["drawn"]:
@@ -84,10 +88,22 @@ def test_steps_option():
         parse_settings("many")
 
 
-def test_loss_curve_refuses_mismatched_points(tmp_path):
-    with pytest.raises(ValueError, match="as many steps as losses"):
-        draw_loss_curve([1, 2], [3.0], tmp_path / "x.png", "t")
-    path = draw_loss_curve([1, 2, 3], [3.0, 2.0, 1.0], tmp_path / "x.png", "t")
+def count_colour(path: Path, hex_colour: str, tolerance: int = 30) -> int:
+    rgb = np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)])
     with Image.open(path) as image:
-        blue = int(np.all(np.asarray(image.convert("RGB")) == (30, 60, 220), axis=-1).sum())
-    assert blue > 100
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    return int((np.abs(pixels - rgb).max(axis=-1) <= tolerance).sum())
+
+
+def test_loss_curve_from_a_trainer_log(tmp_path):
+    with pytest.raises(ValueError, match="as many steps as losses"):
+        loss_curve([1, 2], [3.0], tmp_path / "x.png", "t")
+    history = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 1.0}, {"step": 2, "eval_loss": 1.5, "eval_runtime": 9.0,
+               "eval_acc@0.5": 0.25}, {"step": 3, "loss": 0.1}, {"step": 3, "eval_acc@0.5": 0.75}]  # fmt: skip
+    steps, losses, evals = logged_curves(history)
+    assert (steps, losses) == ([1, 2, 3], [3.0, 1.0, 0.1])
+    assert evals == {"eval_loss": [(2, 1.5)], "eval_acc@0.5": [(2, 0.25), (3, 0.75)]}
+    path = loss_curve(steps, losses, tmp_path / "x.png", "t", evals)
+    with Image.open(path) as image:
+        assert image.size == (640, 400)
+    assert count_colour(path, LOSS_COLOUR) > 100 and count_colour(path, METRIC_COLOURS[0]) > 50

@@ -43,6 +43,7 @@ LAYERS = {
     "export": 5,
     "demo": 5,
     "tiny": 5,
+    "reports": 5,
     # 6: entry points, and the package itself (its public names, and installing the registration hook).
     "": 6,
     "cli": 6,

@@ -5,11 +5,11 @@
     qwenvl-train demo-data OUT [--n N] [--seed S]  write the demo's generated grounding dataset
     qwenvl-train demo [--out DIR] [--steps N|small]  the whole product on a small model (make demo)
     qwenvl-train convert --from FORMAT SRC... --out F.jsonl  bring LLaVA, ShareGPT, swift, COCO... data in
-    qwenvl-train check-data DATA... --model DIR  read data as training does; report lengths and errors
+    qwenvl-train check-data DATA... --model DIR [--report DIR]  read data as training does; lengths, errors, pictures
     qwenvl-train train [--config FILE.yaml] [options]  fine-tune (full, LoRA, Q-LoRA); see `train --help`
     qwenvl-train merge --adapter DIR --output DIR [--base DIR]  merge an adapter into its base (original layout)
     qwenvl-train chat --model DIR [--adapter DIR] [--image PATH]... [QUESTION]  ask, or chat interactively
-    qwenvl-train eval --model DIR [--adapter DIR] --data FILE [--out F.json]  score answers (IoU, exact match)
+    qwenvl-train eval --model DIR --data FILE [--out F.json] [--report DIR]  score answers (IoU, exact match)
     qwenvl-train serve --model DIR [--adapter DIR] [--port N]  OpenAI-compatible API and chat page
 
 Each sub-command lives in the module of its concern; this file only wires them together, importing nothing
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo.run import add_parser as add_demo
 
     add_demo(sub)
-    from .data.check import add_parser as add_check_data
+    from .reports.check_data import add_parser as add_check_data  # the data layer's check-data, with --report
 
     add_check_data(sub)
     from .data.convert.command import add_parser as add_convert

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -93,6 +93,7 @@ def check_data(
     out: TextIO | None = None,
     tokenizer: TextEncoder | None = None,
     progress: bool | None = None,
+    on_result: Callable[[ScanResult, TextEncoder], None] | None = None,
     **options: Any,
 ) -> int:
     """Scan data files the way training does and print a report.
@@ -105,6 +106,8 @@ def check_data(
         out: where to print (stdout).
         tokenizer: use this tokenizer instead of loading one from ``model_dir``.
         progress: progress bars (None: for large inputs on a terminal).
+        on_result: called with the scan result and the tokenizer once everything is printed (``--report``
+            writes its page there: the picture reports live in a higher layer than this module).
         options: :class:`DataOptions` fields; ``verify_images`` defaults to ``full`` here.
 
     Returns:
@@ -135,7 +138,10 @@ def check_data(
             f"\n=== sample {item.id!r} ({item.file}), {len(item.input_ids)} tokens, images: {item.images}\n"
         )
         out.write(format_sample(item.input_ids.tolist(), item.labels.tolist(), tokenizer) + "\n")
-    return print_errors(result, out)
+    status = print_errors(result, out)
+    if on_result is not None:
+        on_result(result, tokenizer)
+    return status
 
 
 def print_report(result: ScanResult, out: TextIO) -> None:

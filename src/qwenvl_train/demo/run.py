@@ -12,8 +12,9 @@ Every step runs the product's own command line in a child process, as a user wou
    (what ``make merge`` runs),
    and ``eval`` of adapter and merged model, whose answers must be identical;
 5. ``chat --draw`` on one held-out question;
-6. a before/after table, ``loss.png``, ``answer.png``, the ``eval_*.json`` files and ``summary.json`` in the
-   output folder, whose path is printed at the end.
+6. a before/after table, ``loss.png`` (matplotlib), ``answer.png``, the ``eval_*.json`` files and ``summary.json``
+   in the output folder, whose path is printed at the end, with the two picture reports: ``report-data/``
+   (``check-data --report``) and ``report-eval/`` (``eval --report`` of the trained model on the held-out split).
 """
 
 from __future__ import annotations
@@ -81,8 +82,11 @@ class Demo:
             print(result.stdout, end="", flush=True)
         return result.stdout or ""
 
-    def evaluate(self, name: str, model: Path, adapter: Path | None = None) -> dict[str, Any]:
-        """``qwenvl-train eval`` on the held-out split into ``eval_<name>.json``; returns that report."""
+    def evaluate(
+        self, name: str, model: Path, adapter: Path | None = None, report: Path | None = None
+    ) -> dict[str, Any]:
+        """``qwenvl-train eval`` on the held-out split into ``eval_<name>.json`` (and its picture report into
+        ``report``); returns that JSON report."""
         path = self.out / f"eval_{name}.json"
         args = [
             "eval",
@@ -94,6 +98,7 @@ class Demo:
             str(path),
         ]
         args += ["--max-new-tokens", str(MAX_NEW_TOKENS), "--batch-size", "16"]
+        args += ["--report", str(report)] if report else []
         self.cli(f"eval {name}", *args, *(["--adapter", str(adapter)] if adapter else []))
         return json.loads(path.read_text(encoding="utf-8"))
 
@@ -112,14 +117,15 @@ class Demo:
         self.cli("demo-data", "demo-data", str(data), "--n", str(s.n_train), "--n-heldout", str(s.n_heldout),
                  "--seed", str(self.seed))  # fmt: skip
         train_json, heldout_json = str(data / "train.json"), str(data / "heldout.json")
+        data_report, eval_report = out / "report-data", out / "report-eval"
         self.cli("check-data", "check-data", train_json, heldout_json, "--model", str(model),
-                 "--model_max_length", "192")  # fmt: skip
+                 "--model_max_length", "192", "--report", str(data_report))  # fmt: skip
         before = self.evaluate("untrained", model)
 
         trained = out / "trained"
         self.train("train", self.config, "--model_name_or_path", str(model), "--data_path", train_json,
                    "--output_dir", str(trained), "--max_steps", str(s.steps))  # fmt: skip
-        after = self.evaluate("trained", trained)
+        after = self.evaluate("trained", trained, report=eval_report)
 
         lora, merged = out / "lora", out / "merged"
         self.train("train lora", self.config.with_name("demo-lora.yaml"), "--model_name_or_path", str(trained),
@@ -141,6 +147,7 @@ class Demo:
             "merged_answers_as_adapter": same,
             "chat": answer,
             "loss_curve": str(loss_png),
+            "reports": {"data": str(data_report / "index.html"), "eval": str(eval_report / "index.html")},
             "seconds": {name: round(t, 1) for name, t in self.timings.items()},
         }  # fmt: skip
         (out / "summary.json").write_text(
@@ -166,13 +173,32 @@ class Demo:
                 "reference": sample["conversations"][1]["value"], "drawn": str(drawn) if drawn.exists() else ""}  # fmt: skip
 
     def loss_curve(self, trained: Path) -> Path:
-        """``loss.png`` from the training run's ``trainer_state.json``."""
-        from .plot import draw_loss_curve
+        """``loss.png`` from the training run's ``trainer_state.json``: the loss, and the evaluation metrics
+        where the run logged any."""
+        from ..reports.plots import loss_curve
 
         history = json.loads((trained / "trainer_state.json").read_text())["log_history"]
-        points = [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
-        return draw_loss_curve([p[0] for p in points], [p[1] for p in points], self.out / "loss.png",
-                               f"training loss, demo model, {self.settings.steps} steps")  # fmt: skip
+        steps, losses, evals = logged_curves(history)
+        return loss_curve(steps, losses, self.out / "loss.png",
+                          f"training loss, demo model, {self.settings.steps} steps", evals)  # fmt: skip
+
+
+#: Evaluation entries of a Trainer log that are timings, not metrics.
+NOT_METRICS = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+
+
+def logged_curves(
+    history: list[dict[str, Any]],
+) -> tuple[list[float], list[float], dict[str, list[tuple[float, float]]]]:
+    """From a Trainer's ``log_history``: the steps and losses of the training log, and each evaluation metric
+    (``eval_*`` but the timings) as ``(step, value)`` points."""
+    points = [(entry["step"], entry["loss"]) for entry in history if "loss" in entry and "step" in entry]
+    evals: dict[str, list[tuple[float, float]]] = {}
+    for entry in history:
+        for key, value in entry.items():
+            if key.startswith("eval_") and key not in NOT_METRICS and isinstance(value, (int, float)):
+                evals.setdefault(key, []).append((entry.get("step", 0), float(value)))
+    return [p[0] for p in points], [p[1] for p in points], evals
 
 
 def answers_match(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -199,6 +225,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"chat: {chat['question']}  ->  {chat['answer']}   (reference {chat['reference']})",
         "time: " + ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items()),
         f"loss curve: {summary['loss_curve']}",
+        *(f"{name} report: {path}" for name, path in summary.get("reports", {}).items()),
         f"drawn answer: {chat['drawn'] or '(no box in the answer)'}",
         f"everything (eval_*.json, summary.json, models): {summary['output']}",
         f"try it in the browser: qwenvl-train serve --model {Path(summary['output']) / 'merged'}"

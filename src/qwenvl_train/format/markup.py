@@ -470,19 +470,41 @@ def parse_points(kind: Kind, body: str) -> tuple[tuple[int, int], ...] | None:
 
 def parse_groundings(text: str) -> list[Grounding]:
     """Every ``<box>`` and ``<quad>`` of ``text`` in order, with the ref owning it (see "Lenient reading")."""
-    out: list[Grounding] = []
-    ref: str | None = None
-    follows_ref = False
-    for piece in split_markup(text):
-        if piece.key == "ref":
-            ref, follows_ref = piece.value.strip(), True
-        elif piece.key in ("box", "quad"):
-            kind: Kind = "box" if piece.key == "box" else "quad"
-            points = parse_points(kind, piece.value) if piece.closed else None
-            out.append(Grounding(kind, ref, points, piece.value, follows_ref))
-            follows_ref = False
-        elif not (piece.key == "text" and piece.value.isspace()):
-            ref, follows_ref = None, False
+    return [grounding for _, grounding in groundings_by_picture([text])]
+
+
+def groundings_by_picture(values: Sequence[str]) -> list[tuple[str | None, Grounding]]:
+    """Every ``<box>`` and ``<quad>`` of a conversation's values (in order), each with the picture it is drawn on:
+    the latest ``<img>`` before it in the conversation (the original's rule; None before any picture).
+
+    Read leniently, as :func:`parse_groundings` reads one text; one addition, for labelling: boxes opening a value
+    (whitespace before them allowed) without a ref of their own take the last ``<ref>`` of the value before (the
+    referring-expression format: the question names the ref, the answer is its box).
+    """
+    out: list[tuple[str | None, Grounding]] = []
+    image: str | None = None
+    question_ref: str | None = None
+    for value in values:
+        ref: str | None = None
+        follows_ref = False
+        at_start = True
+        last_ref: str | None = None
+        for piece in split_markup(value):
+            if piece.key == "ref":
+                ref, follows_ref = piece.value.strip(), True
+                last_ref, at_start = ref, False
+            elif piece.key in ("box", "quad"):
+                kind: Kind = "box" if piece.key == "box" else "quad"
+                points = parse_points(kind, piece.value) if piece.closed else None
+                if ref is None and at_start and question_ref:
+                    ref, follows_ref = question_ref, True
+                out.append((image, Grounding(kind, ref, points, piece.value, follows_ref)))
+                follows_ref = False
+            elif not (piece.key == "text" and piece.value.isspace()):
+                ref, follows_ref, at_start = None, False, False
+                if piece.key == "image":
+                    image = piece.value
+        question_ref = last_ref
     return out
 
 

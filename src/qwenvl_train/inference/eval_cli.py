@@ -4,7 +4,8 @@
 
 Box answers are scored by the IoU of each reference box with its predicted box (Acc@0.5, mean IoU), other answers
 by exact match after normalisation (see qwenvl_train.inference.metrics). Decoding is greedy unless --sample.
-A table is printed at the end; --out gets the metrics and every sample's prompt, reference, prediction and scores.
+A table is printed at the end; --out gets the metrics and every sample's prompt, reference, prediction and scores;
+--report DIR writes a page with the metrics and each answer's boxes drawn on its picture, worst IoU first.
 A sample that cannot be evaluated (turns not alternating, no answer at the end, a malformed reference box, an
 image that cannot be read) stops the run with one line naming it, or is skipped and counted with --on-error skip.
 """
@@ -51,6 +52,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default="raise",
         help="a sample that cannot be evaluated stops the run (raise) or is skipped and counted",
     )
+    parser.add_argument(
+        "--report",
+        metavar="DIR",
+        default=None,
+        help="also write DIR/index.html: the metrics and every answer's boxes drawn on its picture, worst first",
+    )
+    parser.add_argument(
+        "--report-samples",
+        type=positive_int,
+        default=200,
+        metavar="N",
+        help="answers shown in the report, the worst first (default 200)",
+    )
     add_generation_arguments(parser, greedy_default=True)
     parser.set_defaults(func=functools.partial(run_reporting_errors, run))
     return parser
@@ -91,4 +105,9 @@ def run(args: argparse.Namespace) -> int:
         }
         Path(args.out).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"per-sample results: {args.out}", file=sys.stderr)
+    if args.report:
+        from ..reports.evaluation import write_eval_report
+
+        path = write_eval_report(results, metrics, skipped, args.report, cards=args.report_samples)
+        print(f"report: {path}", file=sys.stderr)
     return 0
