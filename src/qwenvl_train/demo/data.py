@@ -23,6 +23,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from ..format.boxes import to_qwen_box
+from ..format.markup import grounding_markup, image_markup
 
 #: Cells per side of the position grid.
 GRID = 4
@@ -105,8 +106,7 @@ def draw_shape(shape: Shape, background: tuple[int, int, int]) -> Image.Image:
 
 def grounding_answer(shape: Shape, chinese: bool) -> str:
     """``<ref>the red circle</ref><box>(x1,y1),(x2,y2)</box>``."""
-    x1, y1, x2, y2 = shape.box()
-    return f"<ref>{shape.name(chinese)}</ref><box>({x1},{y1}),({x2},{y2})</box>"
+    return grounding_markup(shape.name(chinese), [shape.box()])
 
 
 def _picture(rng: random.Random, folder: Path, stem: str, index: int) -> tuple[str, Shape]:
@@ -114,7 +114,7 @@ def _picture(rng: random.Random, folder: Path, stem: str, index: int) -> tuple[s
     shape = random_shape(rng)
     relative = f"images/{stem}.png"
     draw_shape(shape, rng.choice(BACKGROUNDS)).save(folder / relative)
-    return f"Picture {index}: <img>{relative}</img>\n", shape
+    return image_markup(index, relative), shape
 
 
 def _question(rng: random.Random, shape: Shape, chinese: bool) -> str:

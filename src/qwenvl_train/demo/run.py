@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -30,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..format.markup import image_markup, latest_image
+
 #: Most tokens generated per answer (an answer is about 25 tokens; the untrained model would ramble to 512).
 MAX_NEW_TOKENS = 40
-IMG = re.compile(r"Picture \d+: <img>(.+?)</img>\n")
 
 
 @dataclass(frozen=True)
@@ -163,8 +163,11 @@ class Demo:
         samples = json.loads(Path(heldout_json).read_text(encoding="utf-8"))
         sample = next(s for s in samples if len(s["conversations"]) == 2)
         user = sample["conversations"][0]["value"]
-        image = str(Path(heldout_json).parent / IMG.search(user).group(1))  # type: ignore[union-attr]
-        question = IMG.sub("", user)
+        path = (
+            latest_image(user) or ""
+        )  # a single-picture question: "Picture 1: <img>path</img>\n" + question
+        image = str(Path(heldout_json).parent / path)
+        question = user.replace(image_markup(1, path), "", 1)
         drawn = self.out / "answer.png"
         response = self.cli("chat", "chat", "--model", str(model), "--image", image, "--greedy",
                             "--max-new-tokens", str(MAX_NEW_TOKENS), "--draw", str(drawn), question,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..format import tokens as st
-from ..format.markup import Image, PromptError, read_prompt
+from ..format.markup import Image, PromptError, image_markup, read_prompt
 from ..format.render import DEFAULT_MAX_WINDOW_SIZE, make_context
 from .schema import APIError, ChatRequest, Part
 
@@ -43,7 +43,7 @@ class Prompt:
 
 def picture(number: int) -> str:
     """The text standing for a picture in a query (``tokenizer.from_list_format``'s, numbered over the chat)."""
-    return f"Picture {number}: {st.IMG_START}{number}{st.IMG_END}\n"
+    return image_markup(number, str(number))
 
 
 def _text(part: Part) -> str:
