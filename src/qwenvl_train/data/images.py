@@ -97,11 +97,16 @@ class Deadline:
 
     def __init__(self, seconds: float) -> None:
         self.expired = False
+        self._end = time.monotonic() + seconds
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
         self._timer.start()
+
+    def remaining(self) -> float:
+        """Seconds left (0 once the deadline has passed)."""
+        return 0.0 if self.expired else max(0.0, self._end - time.monotonic())
 
     def watch(self, sock: socket.socket) -> None:
         """Shut ``sock`` down at the deadline (now, when it has passed)."""

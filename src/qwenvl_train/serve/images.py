@@ -27,7 +27,6 @@ import os
 import socket
 import ssl
 import tempfile
-import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,9 +154,7 @@ def fetch_url(url: str, policy: ImagePolicy, param: str) -> bytes:
         return _fetch(url, policy, param, deadline)
     except APIError:
         if deadline.expired:  # whatever the shut connection made fail, the reason is the deadline
-            raise _refuse(
-                param, f"fetching {url!r} took longer than {policy.timeout:g} s", "image_timeout"
-            ) from None
+            raise _too_slow(url, policy, param) from None
         raise
     finally:
         deadline.cancel()
@@ -165,12 +162,11 @@ def fetch_url(url: str, policy: ImagePolicy, param: str) -> bytes:
 
 def _fetch(url: str, policy: ImagePolicy, param: str, deadline: Deadline) -> bytes:
     """:func:`fetch_url`'s work; ``deadline`` shuts every connection down when the time is up."""
-    end = time.monotonic() + policy.timeout
     for _ in range(MAX_REDIRECTS + 1):
         parts, address = checked_address(url, policy, param)
-        remaining = end - time.monotonic()
-        if remaining <= 0 or deadline.expired:
-            raise _refuse(param, f"fetching {url!r} took longer than {policy.timeout:g} s", "image_timeout")
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise _too_slow(url, policy, param)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         connection = _PinnedConnection(
             parts.hostname or "", address, port, remaining, parts.scheme == "https", deadline
@@ -192,19 +188,20 @@ def _fetch(url: str, policy: ImagePolicy, param: str, deadline: Deadline) -> byt
                 raise _refuse(param, f"{url!r} is larger than {policy.max_bytes} bytes", "image_too_large")
             data = _read(response, url, policy, param)
             if deadline.expired:  # the body ended because the deadline shut the connection
-                raise _refuse(
-                    param, f"fetching {url!r} took longer than {policy.timeout:g} s", "image_timeout"
-                )
+                raise _too_slow(url, policy, param)
             return data
         except (OSError, http.client.HTTPException) as exc:
             if isinstance(exc, TimeoutError | socket.timeout):
-                raise _refuse(
-                    param, f"fetching {url!r} took longer than {policy.timeout:g} s", "image_timeout"
-                ) from None
+                raise _too_slow(url, policy, param) from None
             raise _refuse(param, f"cannot fetch {url!r} ({exc})", "unreachable_url") from None
         finally:
             connection.close()
     raise _refuse(param, f"more than {MAX_REDIRECTS} redirects", "unreachable_url")
+
+
+def _too_slow(url: str, policy: ImagePolicy, param: str) -> APIError:
+    """The refusal of a download that outlasted ``--image_timeout``."""
+    return _refuse(param, f"fetching {url!r} took longer than {policy.timeout:g} s", "image_timeout")
 
 
 def _read(response: http.client.HTTPResponse, url: str, policy: ImagePolicy, param: str) -> bytes:
