@@ -38,6 +38,7 @@ LAYERS = {
     "data": 4,
     # 5: what uses the model and the data.
     "inference": 5,
+    "eval_mm": 5,
     "serve": 5,
     "training": 5,
     "export": 5,
