@@ -284,6 +284,31 @@ def test_mme_from_task_files_and_from_the_results_folder(tmp_path: Path) -> None
     }
     assert out["breakdown"]["tasks"]["existence"] == {"acc": 75.0, "acc_plus": 50.0, "score": 125.0}
     assert "count" in out["breakdown"]["perception_missing_tasks"] and out["num_missing"] == 2
+    # Our generation's records: question_id "task/N" (N the 0-based line), with task/image/question beside it.
+    generated = [
+        {
+            "question_id": f"existence/{i}",
+            "answer": p["answer"],
+            "task": "existence",
+            "image": img,
+            "question": q,
+        }
+        for i, (p, (img, q)) in enumerate(
+            zip(
+                preds,
+                [
+                    ("1.jpg", "Is there a dog?"),
+                    ("1.jpg", "Is there a cat?"),
+                    ("2.jpg", "Is it red?"),
+                    ("2.jpg", "Is it blue?"),
+                ],
+                strict=True,
+            )
+        )
+    ]
+    assert score_benchmark("mme", data, generated)["metrics"] == out["metrics"]
+    by_line = [{"question_id": f"existence/{i}", "answer": p["answer"]} for i, p in enumerate(preds)]
+    assert score_benchmark("mme", data, by_line)["metrics"] == out["metrics"]
     results = _mme_folder(tmp_path / "Qwen-VL-Chat", ["Yes", "Yes", "Yes, it is", "Not really"])
     shutil.copy(data / "code_reasoning.txt", results / "code_reasoning.txt")
     (results / "code_reasoning.txt").write_text(

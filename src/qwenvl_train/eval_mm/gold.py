@@ -16,7 +16,8 @@
   ``annotations`` with ``image_id`` and ``caption``); the id is the image id.
 - MME: ``--data`` is a folder of the eval_tool's task files, ``<task>.txt`` with lines ``image<TAB>question<TAB>
   yes|no`` (the eval_tool's ``Your_Results`` templates; a fourth column, as in the folder the original's
-  ``eval.py`` writes, is ignored here), or one such file. The id is :func:`mme_question_id`.
+  ``eval.py`` writes, is ignored here), or one such file. The id is :func:`mme_question_id`; ``task/N`` (N the
+  0-based line of the task file) names the same question (``extra["aliases"]``).
 
 Every problem is one :class:`GoldError` line naming the file and line, or the question id.
 """
@@ -65,7 +66,8 @@ class GoldQuestion:
             (ANLS, relaxed, exact, captions), the gold option (choice), the ``[x1, y1, x2, y2]`` box in pixels
             (grounding), ``"yes"``/``"no"`` (MME); None for server splits.
         groups: breakdown labels (``answer_type``, ``question_type``, ``dimension``, ``task``).
-        extra: family details (``width``/``height`` for grounding, ``task`` for MME).
+        extra: family details (``width``/``height`` for grounding; ``task`` and ``aliases``, other ids of the same
+            question, for MME).
         where: ``file:line`` it was read from.
     """
 
@@ -320,10 +322,10 @@ def _mme(data: Path) -> list[GoldQuestion]:
             if qid in seen:
                 raise GoldError(f"{where}: the same picture and question as {seen[qid]}")
             seen[qid] = where
+            # The alias is how our generation names an MME question: the task and the 0-based line of its file.
+            extra = {"task": task, "aliases": [f"{task}/{number - 1}"]}
             questions.append(
-                GoldQuestion(
-                    qid, qid, question, image, gt, groups={"task": task}, extra={"task": task}, where=where
-                )
+                GoldQuestion(qid, qid, question, image, gt, groups={"task": task}, extra=extra, where=where)
             )
             count += 1
         if count % 2:

@@ -5,7 +5,8 @@ original's ``mme/eval.py`` writes (``<task>.txt`` lines ``image<TAB>question<TAB
 text is under ``answer`` or ``prediction`` (captions: ``caption``); its question is named by the catalog's
 ``id_key`` of the benchmark (``question_id``, ``questionId``, ``image`` or ``image_id``; ``question_id`` also for
 the benchmarks the original names by position, when our generation writes the line number there; MME:
-``task`` + ``image`` + ``question``). An object without an id is matched by its position in the file (as the
+``task`` + ``image`` + ``question`` when present, else ``question_id``: :func:`~.gold.mme_question_id` or
+``task/N``). An object without an id is matched by its position in the file (as the
 original writes ChartQA and RefCOCO results). Ids compare as strings.
 
 A malformed line or an object without text is one :class:`PredictionsError` naming ``file:line``.
@@ -102,11 +103,7 @@ def _one(benchmark: Benchmark, where: str, obj: Any) -> Prediction:
         text = ""
     if isinstance(text, bool) or not isinstance(text, str | int):
         raise PredictionsError(f"{where}: {key!r} must be a string (or an option index)")
-    if (
-        benchmark.family == "mme"
-        and "question_id" not in obj
-        and all(k in obj for k in ("task", "image", "question"))
-    ):
+    if benchmark.family == "mme" and all(k in obj for k in ("task", "image", "question")):
         return Prediction(
             mme_question_id(str(obj["task"]), str(obj["image"]), str(obj["question"])), text, where
         )

@@ -52,9 +52,12 @@ def match_predictions(
 ) -> tuple[dict[str, Prediction], list[str]]:
     """Predictions by gold id, and the ids of predictions that name no gold question (in file order).
 
-    A prediction without an id takes the id of the gold question at its position. The same id twice is an error.
+    A prediction without an id takes the id of the gold question at its position; an alias of a question (MME's
+    ``task/N``) stands for its id. The same question answered twice is an error.
     """
-    known = {q.id for q in gold}
+    known = {q.id: q.id for q in gold}
+    for q in gold:
+        known.update({alias: q.id for alias in q.extra.get("aliases", ())})
     matched: dict[str, Prediction] = {}
     seen: dict[str, str] = {}
     unknown: list[str] = []
@@ -62,6 +65,7 @@ def match_predictions(
         pid = prediction.id
         if pid is None:
             pid = gold[position].id if position < len(gold) else f"#{position}"
+        pid = known.get(pid, pid)
         if pid in seen:
             raise PredictionsError(f"{prediction.where}: question {pid} already answered at {seen[pid]}")
         seen[pid] = prediction.where
