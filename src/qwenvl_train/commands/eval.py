@@ -13,18 +13,11 @@ image that cannot be read) stops the run with one line naming it, or is skipped 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 from pathlib import Path
 
-from .cli_common import (
-    add_generation_arguments,
-    add_model_arguments,
-    generation_overrides,
-    positive_int,
-    run_reporting_errors,
-)
+from .model_options import add_generation_arguments, add_model_arguments, generation_overrides, positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -66,16 +59,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="answers shown in the report, the worst first (default 200)",
     )
     add_generation_arguments(parser, greedy_default=True)
-    parser.set_defaults(func=functools.partial(run_reporting_errors, run))
+    parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Read the data, load the model, evaluate, print the table, write ``--out``."""
-    from .evaluate import evaluate_samples, format_table, read_eval_samples
-    from .generation import chat_generation_config
-    from .loading import load_for_inference
-    from .metrics import summarize
+    from ..inference.loading import load_for_inference, resolve_folders
+
+    resolve_folders(args.model, args.adapter)  # a bad folder fails at once, before the data and torch load
+    from ..inference.evaluate import evaluate_samples, format_table, read_eval_samples
+    from ..inference.generation import chat_generation_config
+    from ..inference.metrics import summarize
 
     samples, errors = read_eval_samples(args.data)
     if errors and args.on_error == "raise":
