@@ -84,3 +84,20 @@ def test_rows_and_paper_figures() -> None:
     assert paper_figure("textvqa_val", "vqa_accuracy").qwen_vl_chat is None
     assert len(PAPER_FIGURES) == 24
     assert compare_rows([]) == []
+
+
+def test_eval_compare_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from qwenvl_train.cli import main
+
+    a, b = tmp_path / "base.json", tmp_path / "tuned.json"
+    a.write_text(json.dumps(metrics("ocrvqa_test", {"accuracy": 70.0})))
+    b.write_text(json.dumps(metrics("ocrvqa_test", {"accuracy": 72.5})))
+    table, chart = tmp_path / "table.md", tmp_path / "chart.png"
+    assert main(["eval", "--compare", str(a), str(b), "--out", str(table), "--chart", str(chart)]) == 0
+    printed = capsys.readouterr().out
+    assert "| ocrvqa_test | accuracy | 70.00 | 72.50 | +2.50 | 75.70 | – |" in printed
+    assert table.read_text() == printed and chart.stat().st_size > 0
+    assert main(["eval", "--compare", str(a), "--model", "m"]) == 1
+    assert "loads no model" in capsys.readouterr().err
+    assert main(["eval", "--compare", str(tmp_path / "nope.json")]) == 1
+    assert "nope.json: cannot read" in capsys.readouterr().err
