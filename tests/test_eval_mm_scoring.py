@@ -207,7 +207,7 @@ def test_choice_scienceqa_and_seed_dimensions(tmp_path: Path) -> None:
     seed = write_jsonl(
         tmp_path / "seed.jsonl",
         [
-            {"question_id": "101", "prompt": "p", "answer": "A", "question_type_id": 1},
+            {"question_id": "101", "prompt": "<img>s.jpg</img>\nQ", "answer": "A", "question_type_id": 1},
             {"question_id": "102", "prompt": "p", "answer": "B", "question_type_id": 9},
             {"question_id": "103", "prompt": "p", "answer": "C", "question_type_id": 9},
         ],
@@ -220,6 +220,7 @@ def test_choice_scienceqa_and_seed_dimensions(tmp_path: Path) -> None:
     out = score_benchmark("seed_bench_image", seed, preds)
     assert out["breakdown"]["dimension"] == {"Scene Understanding": 100.0, "Text Recognition": 50.0}
     assert out["metrics"]["accuracy"] == pytest.approx(200 / 3)
+    assert out["details"][0]["image"] == "s.jpg"  # SEED lines carry the picture inside the prompt
 
 
 def test_grounding_details_in_pixels(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..format.markup import latest_image
 from .catalog import Benchmark
 from .metrics.mme import MME_TASKS
 
@@ -233,9 +234,8 @@ def _from_lines(benchmark: Benchmark, data: Path) -> tuple[list[GoldQuestion], d
             raise GoldError(f"{where}: question_id {qid} repeats {seen[qid]}")
         seen[qid] = where
         question = obj.get("question", obj.get("sent", obj.get("prompt", "")))
-        questions.append(
-            GoldQuestion(qid, raw_id, str(question), str(obj.get("image", "")), None, where=where)
-        )
+        image = obj.get("image") or latest_image(str(obj.get("prompt", ""))) or ""  # SEED: inside its prompt
+        questions.append(GoldQuestion(qid, raw_id, str(question), str(image), None, where=where))
         lines[qid] = obj
     if not questions:
         raise GoldError(f"{data}: no question")

@@ -163,6 +163,8 @@ def _captions(gold: Sequence[GoldQuestion], matched: Mapping[str, Prediction]) -
 
 
 def _mme(gold: Sequence[GoldQuestion], matched: Mapping[str, Prediction]) -> Scored:
+    """Each task's acc / acc+ / score in the order of the task files; perception and cognition summed over the
+    tasks present (``calculation.py`` needs all 14; the tasks missing are listed in the breakdown)."""
     by_task: dict[str, list[GoldQuestion]] = {}
     for q in gold:
         by_task.setdefault(q.extra["task"], []).append(q)
