@@ -137,6 +137,12 @@ def test_malformed_lines_name_file_and_line(vqa_files: tuple[Path, Path, Path], 
     )
     with pytest.raises(PredictionsError, match=r"tw.jsonl:2: question 100 already answered at .*tw.jsonl:1"):
         score_benchmark("textvqa_val", data, twice, annotations=annotations)
+    binary = tmp_path / "bin.jsonl"
+    binary.write_bytes(b"\xff\xfe\x00{")
+    with pytest.raises(PredictionsError, match=r"bin.jsonl: cannot read the predictions: 'utf-8' codec"):
+        score_benchmark("textvqa_val", data, binary, annotations=annotations)
+    with pytest.raises(GoldError, match=r"bin.jsonl: cannot read --data"):
+        score_benchmark("ocrvqa_val", binary, [])
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"question_id": 1, "answer": "2"}\n\n{"question_id": 2}\n')
     with pytest.raises(GoldError, match=r"broken.jsonl:2: empty line"):

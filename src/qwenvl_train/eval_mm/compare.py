@@ -55,8 +55,8 @@ class CompareRow:
 def _metrics_dicts(path: Path) -> list[dict[str, Any]]:
     try:
         loaded = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CompareError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CompareError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
     except json.JSONDecodeError as exc:
         raise CompareError(f"{path}:{exc.lineno}: not JSON ({exc.msg})") from exc
     items = loaded if isinstance(loaded, list) else [loaded]

@@ -92,8 +92,8 @@ def read_json(path: Path, what: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    except OSError as exc:
-        raise GoldError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GoldError(f"{path}: cannot read the {what}: {getattr(exc, 'strerror', None) or exc}") from exc
     except json.JSONDecodeError as exc:
         raise GoldError(f"{path}:{exc.lineno}: the {what} is not valid JSON ({exc.msg})") from exc
 
@@ -102,8 +102,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` of each line of ``path``; blank lines are allowed only at the end."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise GoldError(f"{path}: cannot read --data: {exc.strerror or exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GoldError(f"{path}: cannot read --data: {getattr(exc, 'strerror', None) or exc}") from exc
     while lines and not lines[-1].strip():
         lines.pop()
     for number, line in enumerate(lines, 1):
@@ -297,8 +297,8 @@ def read_mme_lines(path: Path, columns: int) -> Iterator[tuple[int, list[str]]]:
     (the fourth field, an answer, keeps any further tabs)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise GoldError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GoldError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
     while lines and not lines[-1].strip():
         lines.pop()
     for number, line in enumerate(lines, 1):

@@ -62,8 +62,10 @@ def text_keys(benchmark: Benchmark) -> tuple[str, ...]:
 def _records(path: Path) -> list[tuple[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PredictionsError(f"{path}: cannot read the predictions: {exc.strerror or exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PredictionsError(
+            f"{path}: cannot read the predictions: {getattr(exc, 'strerror', None) or exc}"
+        ) from exc
     if text.lstrip().startswith("["):
         try:
             items = json.loads(text)
