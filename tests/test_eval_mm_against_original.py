@@ -77,11 +77,11 @@ def _functions(name: str, wanted: set[str]) -> dict[str, Any]:
     return namespace
 
 
-def _original_vqa(prediction: str, answers: list[str]) -> float:
+def _original_vqa(prediction: str, answers: list[dict[str, Any]]) -> float:
     vqa_eval = _load("vqa_eval")
     gts = {
         1: {
-            "answers": [{"answer": a, "answer_id": i + 1} for i, a in enumerate(answers)],
+            "answers": answers,
             "question_type": "what",
             "answer_type": "other",
         }
@@ -102,14 +102,19 @@ def _original_vqa(prediction: str, answers: list[str]) -> float:
 
 def test_vqa_score_equals_vqa_eval() -> None:
     rng = random.Random(0)
-    for _ in range(400):
-        answers = [rng.choice(WORDS) for _ in range(10)]
+    for case in range(600):
+        texts = [rng.choice(WORDS) for _ in range(10)]
         if rng.random() < 0.2:
-            answers = [answers[0]] * 10
+            texts = [texts[0]] * 10
+        # with answer ids (VQAv2) or without (equal annotation dicts then drop out together)
+        if case % 2:
+            answers = [{"answer": a, "answer_id": i + 1} for i, a in enumerate(texts)]
+        else:
+            answers = [{"answer": a, "answer_confidence": "yes"} for a in texts]
         prediction = rng.choice(WORDS) + rng.choice(["", ".", " ", "\n"])
-        ours = vqa_score(prediction, copy.deepcopy(answers))
+        ours = vqa_score(prediction, answers)
         # evalQA holds round(100 * acc, 2)
-        assert round(100 * ours, 2) == _original_vqa(prediction, answers), (prediction, answers)
+        assert round(100 * ours, 2) == _original_vqa(prediction, copy.deepcopy(answers)), (prediction, texts)
 
 
 def test_relaxed_equals_evaluate_vqa() -> None:
@@ -165,3 +170,84 @@ def test_anls_equals_infographicsvqa_eval(tmp_path: Path) -> None:
     result = module.evaluate_method(str(tmp_path / "gt.json"), str(tmp_path / "sub.json"), params)
     theirs = [result["per_sample_result"][str(q)]["score"] for q in range(300)]
     assert ours == theirs
+
+
+def _main_nodes(name: str) -> list[ast.stmt]:
+    """Every statement under the script's ``if __name__ == '__main__':``, nested ones included."""
+    tree = ast.parse((Path(ORIGINAL) / f"{name}.py").read_text())
+    main = next(n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test))
+    return [n for n in ast.walk(main) if isinstance(n, ast.stmt)]
+
+
+def _run(nodes: list[ast.stmt], namespace: dict[str, Any]) -> dict[str, Any]:
+    exec(compile(ast.Module(body=nodes, type_ignores=[]), "original", "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+def test_gqa_clean_up_equals_evaluate_vqa() -> None:
+    from qwenvl_train.eval_mm.metrics import gqa_clean_answer
+
+    clean = next(
+        n
+        for n in _main_nodes("evaluate_vqa")
+        if isinstance(n, ast.If) and "'gqa' in args.dataset" in ast.unparse(n.test)
+    )
+    samples = [
+        "The answer is a red car.",
+        "tea cup",
+        "Yes, it is.",
+        "the color of the sky",
+        "Left!",
+        "an apple",
+        "They are on the table",
+        "is it?",
+        "A man. A dog",
+        "piece of cake",
+        "",
+        "  Is   ",
+        "the the end",
+    ]
+    for text in samples:
+        ns = _run(
+            [clean], {"args": SimpleNamespace(dataset="gqa_testdev"), "merged_outputs": [{"answer": text}]}
+        )
+        assert gqa_clean_answer(text) == ns["merged_outputs"][0]["answer"], text
+
+
+def test_grounding_equals_evaluate_grounding() -> None:
+    torch = pytest.importorskip("torch")
+    import re
+
+    from qwenvl_train.eval_mm.metrics import grounding_iou, is_hit
+
+    nodes = _main_nodes("evaluate_grounding")
+    pattern = next(n for n in nodes if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "PATTERN")
+    loop = next(n for n in nodes if isinstance(n, ast.For) and "merged_outputs" in ast.unparse(n.iter))
+    box_iou = _functions("evaluate_grounding", {"box_iou"})["box_iou"]
+    box_iou.__globals__.update(torch=torch, box_area=lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
+    rng = random.Random(3)
+    answers = [
+        "(0,0),(999,999)",
+        "<ref>x</ref><box>(100,200),(500,600)</box>",
+        "(500,600),(100,200)",
+        "a dog",
+        "(10,20,30),(40,50)",
+        "(x) then (10,20),(30,40)",
+        "( 1, 2),(3 ,4 )",
+        "(1e2,2),(3,4)",
+    ]
+    for _ in range(300):
+        w, h = rng.randint(20, 900), rng.randint(20, 900)
+        if rng.random() < 0.5:
+            answer = rng.choice(answers)
+        else:
+            answer = "({},{}),({},{})".format(*(rng.randint(0, 999) for _ in range(4)))
+        gt = [rng.uniform(0, w / 2), rng.uniform(0, h / 2), rng.uniform(w / 2, w), rng.uniform(h / 2, h)]
+        ns = _run(
+            [pattern, loop],
+            {"re": re, "torch": torch, "box_iou": box_iou, "correct": 0, "total_cnt": 0,
+             "merged_outputs": [{"answer": answer, "gt_bbox": gt, "hw": (h, w)}]},
+        )  # fmt: skip
+        iou, _, _ = grounding_iou(answer, gt, w, h)
+        assert is_hit(iou) == (ns["correct"] == 1), (answer, gt, w, h)
+        assert iou == ns["iou"] or (iou != iou and ns["iou"] != ns["iou"])
