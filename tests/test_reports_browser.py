@@ -3,7 +3,8 @@ pictures (every one decoded) and logs no console error. Skipped, with the reason
 
 The data is the demo's generator (coloured shapes with their boxes), English samples only (a machine without a CJK
 font would show its Chinese as empty boxes), one broken on purpose; the eval answers are its held-out references,
-every other one shifted right.
+every other one shifted right. The benchmark report (``eval --benchmark --report``) is a RefCOCO result scored by
+``score_benchmark`` on generated pictures: one missing on disk, so its card shows a note instead.
 ``QWENVL_TRAIN_SCREENSHOT=DIR`` saves both pages as PNG there (how docs/report-check-data.png and
 docs/report-eval.png were made).
 """
@@ -26,8 +27,10 @@ ALL_IMAGES = "document.images.length"
 
 
 @pytest.fixture(scope="module")
-def reports(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, int]]:
-    """Both reports on demo data: ``name -> (index.html, pictures expected)``."""
+def reports(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[Path, int, int]]:
+    """The reports: ``name -> (index.html, pictures expected, plots expected)``."""
     from qwenvl_train.cli import main
     from qwenvl_train.format.markup import grounding_markup, parse_groundings
     from qwenvl_train.inference.evaluate import EvalResult, read_eval_samples
@@ -67,19 +70,46 @@ def reports(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     check_page = (root / "check" / "index.html").read_text(encoding="utf-8")
     assert check_page.count('<div class="card') == 3 + 3 + ("Samples with errors" in check_page)
     return {
-        "check-data": (root / "check" / "index.html", check_page.count('class="picture"')),
-        "eval": (root / "eval" / "index.html", len(results)),
+        "check-data": (root / "check" / "index.html", check_page.count('class="picture"'), 1),
+        "eval": (root / "eval" / "index.html", len(results), 0),
+        "benchmark": (benchmark_report(root / "benchmark"), 7, 1),
     }
 
 
-@pytest.mark.parametrize("name", ["check-data", "eval"])
-def test_report_in_chromium(reports: dict[str, tuple[Path, int]], name: str, tmp_path: Path) -> None:
+def benchmark_report(root: Path) -> Path:
+    """A RefCOCO report of eight answers on 320x240 pictures of four colours, the box shifted right a little more
+    each time; the last picture is missing (its card has a note): 7 pictures and the IoU chart."""
+    from PIL import Image
+
+    from qwenvl_train.eval_mm.scoring import score_benchmark
+    from qwenvl_train.reports.benchmark import write_benchmark_report
+
+    root.mkdir()
+    colours = [(250, 250, 250), (200, 220, 255), (255, 230, 200), (220, 255, 220)]
+    lines, predictions = [], []
+    for i in range(8):
+        image = f"p{i}.png"
+        if i < 7:
+            Image.new("RGB", (320, 240), colours[i % 4]).save(root / image)
+        lines.append(
+            {"image": image, "sent": f"shape {i}", "bbox": [40, 30, 200, 180], "width": 320, "height": 240}
+        )
+        x = 125 + 60 * i
+        predictions.append({"answer": f"<ref>shape {i}</ref><box>({x},125),({x + 500},750)</box>"})
+    data = root / "refcoco_val.jsonl"
+    data.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    result = score_benchmark("refcoco_val", data, predictions)
+    return write_benchmark_report(result, root / "report", image_root=root)
+
+
+@pytest.mark.parametrize("name", ["check-data", "eval", "benchmark"])
+def test_report_in_chromium(reports: dict[str, tuple[Path, int, int]], name: str, tmp_path: Path) -> None:
     binary = find_chromium()
     if binary is None:
         pytest.skip(
             "no Chromium: install Debian's `chromium` (apt-get install chromium) to run the report test"
         )
-    page, expected = reports[name]
+    page, expected, plots = reports[name]
     assert expected >= 6
     browser = Browser(binary, tmp_path / "profile", width=1100, height=1500)
     try:
@@ -88,8 +118,7 @@ def test_report_in_chromium(reports: dict[str, tuple[Path, int]], name: str, tmp
         pictures = browser.evaluate(PICTURES)
         assert pictures == expected
         browser.wait_for(f"{DECODED} === {ALL_IMAGES}", timeout=20)
-        histogram = 1 if name == "check-data" else 0
-        assert browser.evaluate(ALL_IMAGES) == pictures + histogram
+        assert browser.evaluate(ALL_IMAGES) == pictures + plots
         assert browser.console_errors() == []
         if os.environ.get("QWENVL_TRAIN_SCREENSHOT"):
             folder = Path(os.environ["QWENVL_TRAIN_SCREENSHOT"])

@@ -132,6 +132,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def benchmark_report(args: argparse.Namespace, result: dict) -> None:
+    """``--report DIR`` of ``eval --benchmark``: the page of ``result`` (what ``run_benchmark`` returns; ``{}`` on
+    the ranks other than 0 under torchrun, which write nothing), at most ``--report-samples`` answers, pictures
+    resolved against ``--image-root``."""
+    if not args.report or not result:
+        return
+    from ..reports.benchmark import write_benchmark_report
+
+    path = write_benchmark_report(
+        result, args.report, image_root=getattr(args, "image_root", None), cards=args.report_samples
+    )
+    print(f"report: {path}", file=sys.stderr)
+
+
 def _compare(args: argparse.Namespace) -> int:
     """Print the comparison table of ``--compare``'s metrics files; write it to ``--out`` and the chart to
     ``--chart`` when given."""

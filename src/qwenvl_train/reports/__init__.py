@@ -9,7 +9,9 @@ as files beside it under ``images/``. One module per concern:
 - :mod:`.plots`: matplotlib figures (Agg backend, imported only when a plot is drawn): the length histogram
   and the loss curve;
 - :mod:`.check_data`: ``check-data --report`` (the counts, the errors, the histogram, a gallery of samples);
-- :mod:`.evaluation`: ``eval --report`` (the metrics table, a gallery worst IoU first).
+- :mod:`.evaluation`: ``eval --report`` (the metrics table, a gallery worst IoU first);
+- :mod:`.benchmark`: ``eval --benchmark ... --report`` (the metrics, the breakdowns with their charts, the
+  answers lowest score first, grounding boxes drawn).
 
 Bad input never stops a report: a picture that cannot be read is a one-line note where it would have been.
 """

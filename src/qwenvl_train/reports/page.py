@@ -25,6 +25,7 @@ ol.errors li { font-family: monospace; font-size: .85em; color: #a00; }
 .card.error { border-color: #d88; background: #fff8f8; }
 .pictures { flex: 0 0 auto; display: flex; flex-direction: column; gap: .4em; max-width: 50%; }
 .pictures img { max-width: 100%; height: auto; border: 1px solid #ccc; }
+img.plot { max-width: 100%; height: auto; }
 .text { flex: 1 1 auto; min-width: 0; }
 .tag { display: inline-block; font-size: .75em; padding: 0 .4em; border-radius: 3px; background: #e4e8f4; }
 .tag.error { background: #f4d4d4; } .note { color: #a00; font-size: .85em; }
