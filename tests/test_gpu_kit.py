@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ["setup", "parity", "lora", "qlora", "lora-base", "cli", "generate"]
+STEPS = ["setup", "parity", "lora", "qlora", "lora-base", "cli", "generate", "eval"]
 
 
 @pytest.mark.slow  # ten processes, about 1.5 min on two quiet cores: CI runs it, make test-fast does not
@@ -61,9 +61,14 @@ def test_check_sh_dry_run_runs_every_step_and_writes_the_report(tmp_path: Path) 
     ]  # fmt: skip
     assert [r["batch"] for r in steps["generate"]["rows"]] == [1, 8]
     assert all(r["new_tokens"] > 0 and r["tokens_s"] > 0 for r in steps["generate"]["rows"])
+    assert steps["eval"]["settings"]["max_new_tokens"] == 10  # textvqa_val, as the original asks it
+    assert [(r["batch"], r["questions"]) for r in steps["eval"]["rows"]] == [(1, 16), (8, 16)]
+    assert all(r["questions_s"] > 0 for r in steps["eval"]["rows"])
+    assert steps["eval"]["rows"][1]["same_as_first"] == 16  # fp32 on the CPU: batch 8 answers as batch 1
     assert [goal["ours"] for goal in report["goals"]] == ["n/a (dry run)"] * 3
 
     table = (out / "check.md").read_text()
     assert "Dry run" in table and "| step | status |" in table
     assert "23.3 GB / 2.2 s/it at 384" in table and "<= 0.35 s/it" in table
+    assert "## 6. Benchmark generation (`eval --benchmark textvqa_val`" in table
     assert not list(tmp_path.glob("gpukit.*")), "the work folder is removed"

@@ -4,7 +4,8 @@ report that gathers them:
     python benchmarks/gpu/check.py STEP --work DIR [--dry-run]
     python benchmarks/gpu/check.py report --work DIR --out DIR [--dry-run]
 
-Steps: ``setup`` (versions, device, what is installed; then the random checkpoints the others use), ``parity``, ``lora``, ``qlora``, ``lora-base``, ``cli``, ``generate``. Each writes ``DIR/parts/STEP.json`` after
+Steps: ``setup`` (versions, device, what is installed; then the random checkpoints the others use), ``parity``, ``lora``, ``qlora``, ``lora-base``, ``cli``, ``generate``,
+``eval``. Each writes ``DIR/parts/STEP.json`` after
 every measurement; ``report`` turns the parts and ``DIR/status.tsv`` (each step's exit status and seconds, written
 by check.sh) into ``check.json`` and ``check.md``.
 """
@@ -190,6 +191,7 @@ RUNNERS = {
     "lora-base": "kit_train:run_lora_base",
     "cli": "kit_cli:run",
     "generate": "kit_generate:run",
+    "eval": "kit_eval:run",
 }
 
 

@@ -4,14 +4,14 @@
 #   bash benchmarks/gpu/check.sh [--dry-run] [--out DIR] [--budget SECONDS] [--steps "parity lora ..."] [--keep-work]
 #
 # On the device machine (one call; carry the folder wheels.sh fills):
-#   run(command="bash benchmarks/gpu/check.sh", carry=["benchmarks/gpu/wheels"], timeout_s=540)
+#   run(command="bash benchmarks/gpu/check.sh", carry=["benchmarks/gpu/wheels"], timeout_s=590)
 #
 # 1. installs the carried wheels (benchmarks/gpu/wheels/*.whl) into a temporary site folder, ahead of the machine's
 #    packages (skipped when there are none, and in a dry run), and the carried vocabulary into a temporary cache;
 # 2. runs each step of check.py in its own process under its own time limit (`timeout`), so that one failure or
 #    hang does not eat the call: setup (versions, device, the random checkpoints), parity, lora, qlora, lora-base,
-#    cli, generate. A step that ends early leaves its unused seconds to the next ones; --budget (counted from the
-#    start, the install included) caps them all;
+#    cli, generate, eval (questions/s of `eval --benchmark textvqa_val`). A step that ends early leaves its
+#    unused seconds to the next ones; --budget (counted from the start, the install included) caps them all;
 # 3. writes check.json, check.md and check.log under $OUT (the device tool's folder), else --out, else
 #    runs/gpu-check, and prints check.md.
 #
@@ -47,18 +47,18 @@ DEST="${DEST:-$ROOT/runs/gpu-check}"
 mkdir -p "$DEST"
 DEST="$(cd "$DEST" && pwd)"
 
-# Seconds each step may take. Real: one H200, the full 9.66B shape; they add up to 495 s and --budget caps the
-# whole run at 510 s from the start, which leaves a 540 s device call 30 s for the report and slack. Dry: CPU,
+# Seconds each step may take. Real: one H200, the full 9.66B shape; they add up to 545 s and --budget caps the
+# whole run at 560 s from the start, which leaves a 590 s device call 30 s for the report and slack. Dry: CPU,
 # tiny model (generous: a shared two-core machine can be several times slower than a quiet one).
 declare -A LIMIT
 if [ "$DRY" = 1 ]; then
-    LIMIT=([setup]=60 [parity]=60 [lora]=90 [qlora]=60 [lora-base]=60 [cli]=120 [generate]=40)
-    BUDGET="${BUDGET:-420}"
+    LIMIT=([setup]=60 [parity]=60 [lora]=90 [qlora]=60 [lora-base]=60 [cli]=120 [generate]=40 [eval]=45)
+    BUDGET="${BUDGET:-465}"
 else
-    LIMIT=([setup]=65 [parity]=55 [lora]=115 [qlora]=70 [lora-base]=55 [cli]=100 [generate]=35)
-    BUDGET="${BUDGET:-510}"
+    LIMIT=([setup]=65 [parity]=55 [lora]=115 [qlora]=70 [lora-base]=55 [cli]=100 [generate]=35 [eval]=50)
+    BUDGET="${BUDGET:-560}"
 fi
-STEPS=(setup parity lora qlora lora-base cli generate)
+STEPS=(setup parity lora qlora lora-base cli generate eval)
 
 # The work folder holds the checkpoints (about 40 GB in a real run: the full model and its merged copy): memory
 # (/dev/shm) when it has room, else /tmp.

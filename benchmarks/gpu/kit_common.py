@@ -32,8 +32,9 @@ def __getattr__(name: str) -> Any:
 
 
 #: The steps, in the order check.sh runs them: setup (versions, device, the random checkpoints), then the issue's
-#: five points: parity; LoRA; Q-LoRA and LoRA on a base checkpoint; the product's own commands; generation.
-STEPS = ("setup", "parity", "lora", "qlora", "lora-base", "cli", "generate")
+#: five points: parity; LoRA; Q-LoRA and LoRA on a base checkpoint; the product's own commands; generation; then
+#: benchmark generation (``eval --benchmark``, issue #26).
+STEPS = ("setup", "parity", "lora", "qlora", "lora-base", "cli", "generate", "eval")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class Plan:
     gen_prompt_length: int
     gen_new_tokens: int
     gen_batches: tuple[int, ...]
+    eval_questions: int  # generated textvqa_val questions of the eval step
+    eval_batches: tuple[int, ...]
     peak_rounds: int
     peak_seconds: float
     attentions: tuple[str, ...] = (
@@ -89,6 +92,8 @@ REAL = Plan(
     gen_prompt_length=384,
     gen_new_tokens=128,
     gen_batches=(1, 8),
+    eval_questions=32,
+    eval_batches=(1, 8),
     peak_rounds=5,
     peak_seconds=0.3,
 )
@@ -114,6 +119,8 @@ DRY = Plan(
     gen_prompt_length=64,
     gen_new_tokens=4,
     gen_batches=(1, 8),
+    eval_questions=16,
+    eval_batches=(1, 8),
     peak_rounds=1,
     peak_seconds=0.1,
     attentions=("eager", "sdpa", "flash_attention_2", "flash_attention_3"),

@@ -280,6 +280,28 @@ def markdown(report: dict[str, Any]) -> str:
             for r in gen.get("rows", [])
         ],
     )
+    ev = steps["eval"]
+    settings = ev.get("settings", {})
+    lines += [
+        f"## 6. Benchmark generation (`eval --benchmark {settings.get('benchmark', 'textvqa_val')}`, "
+        f"{ev.get('model', {}).get('size', '?')} model, {settings.get('questions', '?')} generated questions, at "
+        f"most {settings.get('max_new_tokens', '?')} new tokens)",
+        "",
+    ]
+    lines += table(
+        ["batch", "questions", "seconds", "questions/s", "answers as batch 1", "empty answers"],
+        [
+            [
+                r["batch"],
+                r["questions"],
+                r["seconds"],
+                r["questions_s"],
+                r["same_as_first"],
+                r["empty_answers"],
+            ]
+            for r in ev.get("rows", [])
+        ],
+    )
     if steps["setup"].get("serve_command") is False:
         lines += ["The server's throughput: no serve command in this version.", ""]
     return "\n".join(lines)
