@@ -62,9 +62,9 @@ def test_check_sh_dry_run_runs_every_step_and_writes_the_report(tmp_path: Path) 
     assert [r["batch"] for r in steps["generate"]["rows"]] == [1, 8]
     assert all(r["new_tokens"] > 0 and r["tokens_s"] > 0 for r in steps["generate"]["rows"])
     assert steps["eval"]["settings"]["max_new_tokens"] == 10  # textvqa_val, as the original asks it
-    assert [(r["batch"], r["questions"]) for r in steps["eval"]["rows"]] == [(1, 16), (8, 16)]
+    assert [(r["batch"], r["questions"]) for r in steps["eval"]["rows"]] == [(1, 8), (8, 8)]
     assert all(r["questions_s"] > 0 for r in steps["eval"]["rows"])
-    assert steps["eval"]["rows"][1]["same_as_first"] == 16  # fp32 on the CPU: batch 8 answers as batch 1
+    assert steps["eval"]["rows"][1]["same_as_first"] == 8  # fp32 on the CPU: batch 8 answers as batch 1
     assert [goal["ours"] for goal in report["goals"]] == ["n/a (dry run)"] * 3
 
     table = (out / "check.md").read_text()

@@ -52,8 +52,8 @@ DEST="$(cd "$DEST" && pwd)"
 # tiny model (generous: a shared two-core machine can be several times slower than a quiet one).
 declare -A LIMIT
 if [ "$DRY" = 1 ]; then
-    LIMIT=([setup]=60 [parity]=60 [lora]=90 [qlora]=60 [lora-base]=60 [cli]=120 [generate]=40 [eval]=45)
-    BUDGET="${BUDGET:-465}"
+    LIMIT=([setup]=60 [parity]=60 [lora]=90 [qlora]=60 [lora-base]=60 [cli]=120 [generate]=40 [eval]=60)
+    BUDGET="${BUDGET:-480}"
 else
     LIMIT=([setup]=65 [parity]=55 [lora]=115 [qlora]=70 [lora-base]=55 [cli]=100 [generate]=35 [eval]=50)
     BUDGET="${BUDGET:-560}"
