@@ -61,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="FILE",
-        help="LLaMA-Factory's dataset_info.json: its entry names the columns and role tags (and the file, when "
+        help="LLaMA-Factory's dataset_info.json (or a v1 dataset .yaml): its entry names the columns and role tags (and the file, when "
         "no SRC is given)",
     )
     g.add_argument(
