@@ -12,8 +12,9 @@ import io
 import threading
 
 import pytest
-from convert_fixtures import check_data, convert, picture, read_samples, values, write_json, write_jsonl
 from PIL import Image
+
+from convert_fixtures import check_data, convert, picture, read_samples, values, write_json, write_jsonl
 
 
 def png(width: int, height: int, colour: tuple[int, int, int] = (10, 200, 30)) -> bytes:

@@ -374,7 +374,9 @@ def render_parsed(
         input_ids.extend(ids)
         labels.extend(ids if trained_part else [IGNORE_INDEX] * len(ids))
 
-    def add_block(role: str, segments: Iterable[Segment], assistant: bool, context_only: bool = False) -> None:
+    def add_block(
+        role: str, segments: Iterable[Segment], assistant: bool, context_only: bool = False
+    ) -> None:
         flags = trained[assistant]
         for part, ids in chatml.block(role, segments, encode):
             add(ids, flags[part] and not context_only)
