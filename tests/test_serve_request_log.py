@@ -201,3 +201,12 @@ def test_lines_stay_whole(tmp_path, capsys, monkeypatch) -> None:
     length = len(json.dumps(line)) + 1
     assert capsys.readouterr().err == f"serve: --log-requests {tmp_path / 'r.jsonl'}: request cut not logged: wrote 10 of {length} bytes\n"  # fmt: skip
     log.close()
+
+
+def test_a_log_that_cannot_be_opened_stops_before_the_model_loads(tmp_path) -> None:
+    from qwenvl_train.commands.serve import open_request_log
+    from qwenvl_train.errors import ConfigurationError
+
+    assert open_request_log(None) is None
+    with pytest.raises(ConfigurationError, match=f"^--log-requests {tmp_path}: cannot open for appending \\(Is a directory\\)$"):  # fmt: skip
+        open_request_log(str(tmp_path))
