@@ -30,6 +30,10 @@ shifts them):
     as ``<|im_start|>``: the original made it a control id, we keep it as text (see :mod:`.markup`).
     Unlike the original, nothing is padded here: the collator pads per batch.
 
+Under either policy an assistant turn marked untrained (:attr:`.sample.Turn.trained` False: ``"train": false`` in
+the data, what OpenAI's fine-tuning files write ``"weight": 0``) is context only: its ids are rendered as usual
+and none of its block, the "\n" after it included, is trained; no cut point is placed at its end.
+
 Prompts (:func:`make_context`, the original ``model.chat``'s ``make_context``, chatml): ids plus the images they
 name::
 
@@ -65,7 +69,7 @@ from .markup import (
     parse_value,
     read_prompt,
 )
-from .rules import POLICIES, Policy, drops_first_turn, has_assistant
+from .rules import POLICIES, UNTRAINED, Policy, drops_first_turn, has_assistant, has_trained
 from .sample import ROLES, Turn
 
 #: The label of a token that is not trained (what the loss ignores); defined here only.
@@ -179,7 +183,7 @@ class RenderedSample:
         labels: same length; ``IGNORE_INDEX`` where not trained.
         images: image references as written, in the order of their spans.
         image_turns: for each image, the index of the turn that names it.
-        cut_points: a ``CutPoint`` at the end of every assistant turn: where the sample may be cut
+        cut_points: a ``CutPoint`` at the end of every trained assistant turn: where the sample may be cut
             without splitting a span and still keep something to train on.
         num_turns: turns rendered (system block not counted).
         control_strings: literal control-token strings found in the values (kept as text).
@@ -270,6 +274,8 @@ def render_conversation(
             "no assistant turn to train on"
             + (" after dropping the first turn" if policy == "reference" else "")
         )
+    if not has_trained(turns):
+        raise RenderError(UNTRAINED)
     for turn in turns:
         if turn.role not in ROLES:
             raise RenderError(f"unknown role {turn.role!r}", turn.index)
@@ -368,11 +374,13 @@ def render_parsed(
         input_ids.extend(ids)
         labels.extend(ids if trained_part else [IGNORE_INDEX] * len(ids))
 
-    def add_block(role: str, segments: Iterable[Segment], assistant: bool) -> None:
+    def add_block(
+        role: str, segments: Iterable[Segment], assistant: bool, context_only: bool = False
+    ) -> None:
         flags = trained[assistant]
         for part, ids in chatml.block(role, segments, encode):
-            add(ids, flags[part])
-        add(chatml.nl, nl_trained)
+            add(ids, flags[part] and not context_only)
+        add(chatml.nl, nl_trained and not context_only)
 
     count_control_strings(system, into=out.control_strings)
     add_block("system", [Text(system)], assistant=False)
@@ -380,12 +388,12 @@ def render_parsed(
         assistant = turn.role == "assistant"
         if value.control_strings:
             out.control_strings.update(value.control_strings)
-        add_block(turn.role, value.segments, assistant)
+        add_block(turn.role, value.segments, assistant, context_only=not turn.trained)
         images = value.images
         out.images += images
         out.image_turns += [turn.index] * len(images)
         out.num_turns += 1
-        if assistant:
+        if assistant and turn.trained:
             out.cut_points.append(CutPoint(out.length, len(out.images), out.num_turns))
     return out
 

@@ -12,6 +12,7 @@ One concern per module:
   batches, each row streamed to its own client;
 - :mod:`.boxes` reads the boxes of an answer into the ``boxes`` extension field;
 - :mod:`.stream` writes server-sent events;
+- :mod:`.request_log` appends each completed request, in OpenAI's chat format, to ``--log-requests``;
 - :mod:`.app` is the FastAPI application (routes, authentication, error bodies); ``static/`` holds the chat page.
 
 The ``serve`` sub-command (its options, loading the model, :func:`build_state`) is

@@ -31,6 +31,7 @@ from .boxes import boxes_field
 from .engine import Delta, Done, Engine, Event, Failed, Job
 from .images import ImagePolicy
 from .prompt import Prompt, render
+from .request_log import RequestLog
 from .sampling import settings
 from .schema import APIError, ChatRequest, parse_json, parse_request
 from .stream import DONE, chunk, sse, usage_chunk
@@ -54,6 +55,7 @@ class ServerState:
     policy: ImagePolicy
     api_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    request_log: RequestLog | None = None
 
 
 def error_response(error: APIError) -> JSONResponse:
@@ -147,7 +149,7 @@ def create_app(state: ServerState) -> FastAPI:
             return StreamingResponse(
                 stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
             )
-        return await full_answer(state, request, prompt, size, job, events, completion_id, created)
+        return await full_answer(state, request, chat, prompt, size, job, events, completion_id, created)
 
     @app.get("/")
     async def page() -> FileResponse:
@@ -208,9 +210,20 @@ def usage(done: Done) -> dict[str, int]:
     }
 
 
+async def log_answer(
+    state: ServerState, chat: ChatRequest, done: Done, completion_id: str, created: int
+) -> None:
+    """Append the completed request to ``--log-requests`` (when given), off the event loop."""
+    if state.request_log is not None:
+        facts = {"id": completion_id, "created": created, "model": state.name}
+        facts |= {"finish_reason": done.finish_reason, "usage": usage(done)}
+        await asyncio.to_thread(state.request_log.append, chat, done.text, **facts)
+
+
 async def full_answer(
     state: ServerState,
     request: Request,
+    chat: ChatRequest,
     prompt: Prompt,
     size: tuple[int, int] | None,
     job: Job,
@@ -234,6 +247,7 @@ async def full_answer(
                 break
     finally:
         job.cancel()  # no-op once done; frees the row when the request ends any other way
+    await log_answer(state, chat, event, completion_id, created)
     message = {
         "role": "assistant",
         "content": event.text,
@@ -275,6 +289,7 @@ async def stream_answer(
                 yield sse(APIError(event.message, status=500, type="server_error").body())
                 break
             else:
+                await log_answer(state, chat, event, completion_id, created)
                 boxes = boxes_field(event.text, prompt.latest_picture, size)
                 yield sse(chunk(completion_id, created, name, {"boxes": boxes}, event.finish_reason))
                 if chat.include_usage:

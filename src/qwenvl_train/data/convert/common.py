@@ -159,12 +159,16 @@ def no_other_media(value: Any, keys: Sequence[str] = ("videos", "audios")) -> No
             raise RecordError(f"{key!r}: Qwen-VL takes pictures only", "videos or audio")
 
 
-def turn(role: str, value: str) -> dict[str, str]:
-    """One turn of the output's ``conversations``."""
-    return {"from": role, "value": value}
+def turn(role: str, value: str, trained: bool = True) -> dict[str, Any]:
+    """One turn of the output's ``conversations``; an assistant turn kept as context only (``trained`` False) is
+    written with ``"train": false``."""
+    out: dict[str, Any] = {"from": role, "value": value}
+    if not trained:
+        out["train"] = False
+    return out
 
 
-def sample(sample_id: str, turns: list[dict[str, str]]) -> dict[str, Any]:
+def sample(sample_id: str, turns: list[dict[str, Any]]) -> dict[str, Any]:
     """One output sample (the original conversations format)."""
     return {"id": sample_id, "conversations": turns}
 

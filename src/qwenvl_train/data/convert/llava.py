@@ -39,7 +39,7 @@ def conversation(
     role_key: str = "from",
     value_key: str = "value",
     missing_first: bool = False,
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     """The output turns of ``turns`` (objects with ``role_key``/``value_key``), ``<image>`` placeholders filled
     with ``paths`` in order. Shared with the ShareGPT and ms-swift readers.
 
@@ -51,7 +51,7 @@ def conversation(
     """
     if not turns:
         raise RecordError("empty conversation", "bad structure")
-    out: list[dict[str, str]] = []
+    out: list[dict[str, Any]] = []
     used = 0
     placeholders = sum(
         t.get(value_key, "").count(IMAGE_PLACEHOLDER)
