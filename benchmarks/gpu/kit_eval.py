@@ -22,9 +22,9 @@ from kit_common import Part, Plan, device, elapsed, model_dir
 def run(part: Part, work: Path, plan: Plan) -> None:
     from eval_speed import write_questions
 
+    from qwenvl_train.eval_mm import questions as benchmark_questions
+    from qwenvl_train.eval_mm import runner
     from qwenvl_train.eval_mm.catalog import get_benchmark
-    from qwenvl_train.eval_mm.questions import read_questions
-    from qwenvl_train.eval_mm.runner import generate_predictions
     from qwenvl_train.inference.loading import load_for_inference
 
     dev = device()
@@ -33,7 +33,7 @@ def run(part: Part, work: Path, plan: Plan) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     data = write_questions(folder, plan.eval_questions)
     bench = get_benchmark("textvqa_val")
-    questions, skipped = read_questions(bench, data, folder)
+    questions, skipped = benchmark_questions.read_questions(bench, data, folder)
     if skipped:
         raise RuntimeError(f"{len(skipped)} generated question(s) could not be read: {skipped[0]}")
     start = time.perf_counter()
@@ -48,11 +48,13 @@ def run(part: Part, work: Path, plan: Plan) -> None:
     first: list[str] | None = None
     for batch in plan.eval_batches:
         with torch.no_grad():
-            generate_predictions(model, tokenizer, bench, questions[:batch], batch_size=batch)  # warm-up
+            runner.generate_predictions(
+                model, tokenizer, bench, questions[:batch], batch_size=batch
+            )  # warm-up
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            records, _ = generate_predictions(model, tokenizer, bench, questions, batch_size=batch)
+            records, _ = runner.generate_predictions(model, tokenizer, bench, questions, batch_size=batch)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
         seconds = time.perf_counter() - start
