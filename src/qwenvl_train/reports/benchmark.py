@@ -201,7 +201,8 @@ def add_breakdowns(page: Page, result: Mapping[str, Any], family: str) -> None:
             continue
         page.heading(f"{headline} by {name}")
         page.table([name, headline], list(groups.items()))
-        _chart(page, key, headline, groups, f"{headline} by {name}", metrics[headline])
+        if len(groups) > 1:  # one group is the headline figure again: its table says it
+            _chart(page, key, headline, groups, f"{headline} by {name}", metrics[headline])
     tasks = breakdown.get("tasks")
     if tasks:
         page.heading("MME tasks (acc + acc+ = score, out of 200)")
