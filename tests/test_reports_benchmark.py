@@ -251,3 +251,13 @@ def test_the_command_writes_the_report_of_its_result(tmp_path: Path, capsys: pyt
     assert card_titles(page) == ["1", "2"] and len(pictures_in(page)) == 2
     benchmark_report(argparse.Namespace(report=None, report_samples=2, image_root=None), result)
     assert capsys.readouterr().err == ""
+
+
+def test_a_server_split_result_of_the_runner_shows_its_note(tmp_path: Path) -> None:
+    """``run_benchmark`` returns a server split's result without details, with a note saying where to submit."""
+    result = {"benchmark": "docvqa_test", "num_questions": 2, "metrics": {}, "note": "submit them <there>"}
+    page = write_benchmark_report(result, tmp_path / "r").read_text(encoding="utf-8")
+    assert "<p>submit them &lt;there&gt;</p>" in page and table_rows(page, "questions") == [
+        ["questions", "2"]
+    ]
+    assert "Answers, lowest score first (0 of 0)" in page and card_titles(page) == []
