@@ -17,13 +17,13 @@ One sample's way through the engine:
 5. :class:`~.chunks.ChunkScan` counts it and, when it is kept, packs it with the chunk's other kept samples
    (:class:`~.columns.ItemsPart`), which travels back to this process.
 6. :class:`~.chunks.Assembler` merges the chunks in input order and appends the kept samples to memory-mapped
-   columns (:mod:`.columns`): the :class:`~.columns.ScanResult`, which :mod:`.cache` keeps under a key of
+   columns (:mod:`.columns`): the :class:`~.result.ScanResult`, which :mod:`.cache` keeps under a key of
    everything it depends on, for later runs, check-data and every rank (one process scans while the others wait).
 7. Training reads the sample back from the columns as an :class:`~.columns.Item` (``input_ids``, ``labels``,
    images); ``data.dataset`` loads its images, the collator pads it into a batch.
 
 A sample with any error is never kept; whether errors stop training or are skipped is the caller's choice
-(``on_error``, applied by :meth:`~.columns.ScanResult.raise_for_errors`).
+(``on_error``, applied by :meth:`~.result.ScanResult.raise_for_errors`).
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from pathlib import Path
 from ...format.render import TextEncoder
 from ..options import DataOptions
 from .cache import CacheKey, ScanCache, cache_root, scan_uncached
-from .columns import Item, ScanItems, ScanResult, ScanSummary
+from .columns import Item, ScanItems
 from .pipeline import release_free_memory, resolve_workers, run_forked, runs_forked, scan_files
+from .result import ScanResult, ScanSummary
 from .streams import take_streams
 
 __all__ = ["Item", "ScanItems", "ScanResult", "ScanSummary", "scan"]
