@@ -2,7 +2,7 @@
 
 An error is answered as ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status
 (:class:`APIError`); the checks here need only the request body (the prompt length, the images and the model's
-window are checked later, in :mod:`.prompt` and :mod:`.images`).
+window are checked later, in :mod:`.prompt` and :mod:`.fetch`).
 """
 
 from __future__ import annotations

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .common import (
+    Conversion,
     ConvertError,
-    Item,
-    Job,
     RecordError,
     SourceError,
+    SourceRecord,
     json_items,
     load_json,
     no_other_media,
@@ -87,12 +87,12 @@ def dataset_layout(info_file: Path, name: str | None) -> tuple[Layout, Path]:
     return layout, info_file.parent / str(entry.get("file_name", ""))
 
 
-def items(source: Path, job: Job) -> Any:
+def items(source: Path, job: Conversion) -> Any:
     """The records of a ShareGPT JSON or JSON Lines file."""
     return json_items(source)
 
 
-def convert(item: Item, job: Job) -> list[dict[str, Any]]:
+def convert(item: SourceRecord, job: Conversion) -> list[dict[str, Any]]:
     """One ShareGPT record as one sample."""
     layout: Layout | None = job.options.get("layout")
     value = item.value
