@@ -43,7 +43,10 @@ def test_lora_target_rule_is_written_once() -> None:
     places = [(path.name, line.strip()) for path in sorted(src.rglob("*.py"))
               for line in path.read_text().splitlines() if 'endswith("." +' in line]  # fmt: skip
     assert places == [
-        ("parameter_names.py", 'return any(name == target or name.endswith("." + target) for target in targets)')
+        (
+            "parameter_names.py",
+            'return any(name == target or name.endswith("." + target) for target in targets)',
+        )
     ]
 
 

@@ -12,8 +12,8 @@
   :func:`from_list_format` for chat queries).
 - :mod:`.rules` are the conversation rules (turns alternate user/assistant, end with the assistant, no empty
   value, no image in an answer, plain-text system prompt) and the label policies.
-- :mod:`.render` is the one ChatML renderer: training ids and labels (:func:`render_conversation`, under the
-  ``assistant`` or ``reference`` policy; :data:`IGNORE_INDEX`) and chat prompts (:func:`make_context`), sharing
+- :mod:`.render` is the one ChatML renderer: training ids and the trained mask (:func:`render_conversation`,
+  under the ``assistant`` or ``reference`` policy; :data:`IGNORE_INDEX`) and chat prompts (:func:`make_context`), sharing
   the image span and the turn blocks.
 
 Pure Python: nothing here imports torch, numpy, transformers or Pillow, nor any other part of the package but

@@ -171,15 +171,21 @@ class Strings(Sequence[str]):
 
 
 class Item(NamedTuple):
-    """One kept sample, as training gets it (``labels`` is the id where trained, ``IGNORE_INDEX`` elsewhere)."""
+    """One kept sample, as training gets it: its ids and trained mask as the scan rendered them, and the images."""
 
     id: str
     file: str
     line: int | None
     input_ids: np.ndarray
-    labels: np.ndarray
+    trained: np.ndarray
     images: list[str]
     image_turns: list[int]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The labels: the id where trained, ``IGNORE_INDEX`` elsewhere. Made here from the mask, the one place,
+        when the dataset's ``__getitem__`` (or check-data's dump) asks for them."""
+        return np.where(self.trained, self.input_ids, IGNORE_INDEX)
 
 
 @dataclass
@@ -255,7 +261,7 @@ class ScanItems:
         index %= len(self)
         start, end = self.offsets[index], self.offsets[index + 1]
         ids = np.asarray(self.input_ids[start:end])
-        labels = np.where(self.trained[start:end], ids, IGNORE_INDEX)
+        trained = np.asarray(self.trained[start:end])
         first, last = self.image_offsets[index], self.image_offsets[index + 1]
         line = int(self.lines[index])
         return Item(
@@ -263,7 +269,7 @@ class ScanItems:
             self.files[self.file_index[index]],
             line or None,
             ids,
-            labels,
+            trained,
             self.images[first:last],
             self.image_turns[first:last].tolist(),
         )
