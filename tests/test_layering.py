@@ -31,6 +31,7 @@ LAYERS = {
     "import_hooks": 1,
     "quiet": 1,
     "vocab": 1,
+    "disk_full": 1,
     # 2: the Qwen-VL text format, pure Python.
     "format": 2,
     # 3: the tokenizer and the model, and their registration with the transformers Auto factories (its hook
