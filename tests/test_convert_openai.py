@@ -190,7 +190,7 @@ class _Pictures(http.server.BaseHTTPRequestHandler):
 
 
 def test_download_fetches_once_through_the_guarded_fetcher(tmp_path, capsys, monkeypatch) -> None:
-    from qwenvl_train.serve import images as fetcher
+    from qwenvl_train.serve import fetch as fetcher
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Pictures)
     port = server.server_address[1]

@@ -114,7 +114,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``convert``; prints the summary. Exit status 0 (problems under ``--on-error skip`` included)."""
-    from ..data.convert.common import ConvertError, Job, run_conversion
+    from ..data.convert.common import Conversion, ConvertError, run_conversion
     from ..data.convert.formats import format_module
 
     module = format_module(args.source_format)
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConvertError(
             f"--images-out is for data carrying image bytes (parquet, openai), not {args.source_format}"
         )
-    job = Job(args.out, image_root=args.image_root, images_out=args.images_out, options=options)
+    job = Conversion(args.out, image_root=args.image_root, images_out=args.images_out, options=options)
     stats = run_conversion((module.items, module.convert), sources, job, args.on_error)
     print(stats.summary(args.out, args.images_out), file=sys.stdout)
     return 0
@@ -144,7 +144,7 @@ def guarded_fetch(url: str) -> bytes:
     """The bytes at ``url``, fetched by ``serve``'s fetcher (every address public, each redirect checked, the
     loader's size limit, one deadline); its refusal becomes the record's one-line error."""
     from ..data.convert.common import RecordError
-    from ..serve.images import ImagePolicy, fetch_url
+    from ..serve.fetch import ImagePolicy, fetch_url
     from ..serve.schema import APIError
 
     param = "image_url"

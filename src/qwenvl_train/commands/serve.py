@@ -100,8 +100,8 @@ def build_state(
     from ..format.render import DEFAULT_MAX_WINDOW_SIZE
     from ..inference.generation import chat_generation_config
     from ..serve.app import ServerState
-    from ..serve.engine import Engine
-    from ..serve.images import ImagePolicy
+    from ..serve.batcher import Batcher
+    from ..serve.fetch import ImagePolicy
 
     config = chat_generation_config(model)
     local = getattr(args, "allow_local_images", None)
@@ -116,7 +116,7 @@ def build_state(
     return ServerState(
         name=name,
         tokenizer=tokenizer,
-        engine=Engine(model, tokenizer, max_batch_size=getattr(args, "max_batch_size", 8)),
+        batcher=Batcher(model, tokenizer, max_batch_size=getattr(args, "max_batch_size", 8)),
         generation_config=config,
         image_size=int(model.config.image_size),
         n_queries=int(model.config.n_queries),
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=5,
         )
     finally:
-        state.engine.close()
+        state.batcher.close()
         if request_log is not None:
             request_log.close()
     return 0

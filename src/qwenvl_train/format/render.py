@@ -6,16 +6,17 @@ the content becomes ``<img>`` + n_queries x ``<imgpad>`` + ``</img>`` (:func:`im
 :class:`ChatML` writes a block as its parts (``im_start``, ``role``, ``text``, ``image``, ``im_end``), so that
 each entry point decides what to do with them:
 
-Training (:func:`render_conversation`, :func:`render_parsed`): ids and labels built together, in one pass
-(``nl`` is the id of "\\n", 198)::
+Training (:func:`render_conversation`, :func:`render_parsed`): ids and the trained mask built together, in one
+pass, each part of a block added with its flag (``nl`` is the id of "\\n", 198)::
 
     <|im_start|>system\\n{system}<|im_end|>\\n
     <|im_start|>user\\n{question}<|im_end|>\\n
     <|im_start|>assistant\\n{answer}<|im_end|>\\n
     ...
 
-Two label policies (a label is the token's own id where trained, ``IGNORE_INDEX`` elsewhere; the model
-shifts them):
+The mask is carried as it is (through the scan and its columns) to the one place that makes labels of it, the
+training dataset's ``__getitem__`` (a label is the token's own id where trained, ``IGNORE_INDEX`` elsewhere; the
+model shifts them). Two label policies:
 
 ``assistant`` (default)
     Train on the content of every assistant turn and the ``<|im_end|>`` closing it; nothing else. Image
@@ -176,11 +177,11 @@ class RenderError(UserError, ValueError):
 
 @dataclass
 class RenderedSample:
-    """Ids, labels and the facts truncation and reporting need.
+    """Ids, the trained mask and the facts truncation and reporting need.
 
     Attributes:
         input_ids: the ChatML ids, no padding.
-        labels: same length; ``IGNORE_INDEX`` where not trained.
+        trained: same length; True where the token is trained (see :attr:`labels`).
         images: image references as written, in the order of their spans.
         image_turns: for each image, the index of the turn that names it.
         cut_points: a ``CutPoint`` at the end of every trained assistant turn: where the sample may be cut
@@ -189,11 +190,11 @@ class RenderedSample:
         control_strings: literal control-token strings found in the values (kept as text).
         dropped_first_turn: ``reference`` policy dropped a leading non-user turn.
         counted_past: ids past the ``max_length`` the sample was rendered with: counted, not kept (``input_ids``
-            and ``labels`` then hold the part that fits).
+            and ``trained`` then hold the part that fits).
     """
 
     input_ids: list[int]
-    labels: list[int]
+    trained: list[bool]
     images: list[str]
     image_turns: list[int]
     cut_points: list[CutPoint]
@@ -204,6 +205,12 @@ class RenderedSample:
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def labels(self) -> list[int]:
+        """The labels the mask stands for: the id where trained, ``IGNORE_INDEX`` elsewhere (what the dataset's
+        ``__getitem__`` makes of the mask; spelled out here to read a rendering)."""
+        return [i if t else IGNORE_INDEX for i, t in zip(self.input_ids, self.trained, strict=True)]
 
     @property
     def length(self) -> int:
@@ -219,7 +226,7 @@ class RenderedSample:
         return replace(
             self,
             input_ids=self.input_ids[: last.length],
-            labels=self.labels[: last.length],
+            trained=self.trained[: last.length],
             images=self.images[: last.num_images],
             image_turns=self.image_turns[: last.num_images],
             cut_points=fitting,
@@ -330,7 +337,7 @@ def render_parsed(
     n_queries: int = 256,
     max_length: int | None = None,
 ) -> RenderedSample:
-    """Ids and labels of turns whose markup :func:`parse_turns` parsed without error (no checks here).
+    """Ids and trained mask of turns whose markup :func:`parse_turns` parsed without error (no checks here).
 
     With ``max_length``, the length is checked as the sample is tokenized: ids stop being kept at the first part
     that would pass it, and the rest is only counted (``counted_past``; a text of :data:`LONG_TEXT` characters or
@@ -353,8 +360,8 @@ def render_parsed(
     system = st.DEFAULT_SYSTEM_PROMPT if system is None else system
 
     input_ids: list[int] = []
-    labels: list[int] = []
-    out = RenderedSample(input_ids, labels, images=[], image_turns=[], cut_points=[], num_turns=0)
+    mask: list[bool] = []
+    out = RenderedSample(input_ids, mask, images=[], image_turns=[], cut_points=[], num_turns=0)
 
     def fits(n: int) -> bool:
         return max_length is None or (not out.counted_past and len(input_ids) + n <= max_length)
@@ -372,7 +379,7 @@ def render_parsed(
             return
         assert not isinstance(ids, _Counted)
         input_ids.extend(ids)
-        labels.extend(ids if trained_part else [IGNORE_INDEX] * len(ids))
+        mask.extend([trained_part] * len(ids))
 
     def add_block(
         role: str, segments: Iterable[Segment], assistant: bool, context_only: bool = False

@@ -6,7 +6,7 @@ package under ``/static``). With an API key every ``/v1/`` route needs ``Authori
 otherwise); ``/health`` and the page do not (the page asks for the key).
 
 Every refusal is ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status; the request's work is
-done off the event loop (images in worker threads, the model in the engine's thread), so a slow image or a long
+done off the event loop (images in worker threads, the model in the batcher's thread), so a slow image or a long
 answer never holds up another client.
 """
 
@@ -26,10 +26,10 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import images as image_sources
-from .boxes import boxes_field
-from .engine import Delta, Done, Engine, Event, Failed, Job
-from .images import ImagePolicy
+from . import fetch
+from .answer_boxes import boxes_field
+from .batcher import Batcher, Delta, Done, Event, Failed, Job
+from .fetch import ImagePolicy
 from .prompt import Prompt, render
 from .request_log import RequestLog
 from .sampling import settings
@@ -43,11 +43,11 @@ DISCONNECT_POLL_S = 0.25
 
 @dataclass
 class ServerState:
-    """What the routes need: the model's facts, the engine and the options."""
+    """What the routes need: the model's facts, the batcher and the options."""
 
     name: str
     tokenizer: Any
-    engine: Engine
+    batcher: Batcher
     generation_config: Any
     image_size: int
     n_queries: int
@@ -113,12 +113,12 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        engine = state.engine
+        batcher = state.batcher
         return {
             "status": "ok",
             "model": state.name,
-            "active": engine.active_rows,
-            "waiting": len(engine.pending) + engine.incoming.qsize(),
+            "active": batcher.active_rows,
+            "waiting": len(batcher.pending) + batcher.incoming.qsize(),
         }
 
     @app.get("/v1/models")
@@ -170,7 +170,7 @@ async def prepare_job(
     parts = [prompt.image_parts[k - 1] for k in numbers]
     loaded = await asyncio.gather(
         *(
-            asyncio.to_thread(image_sources.load, part.value, state.policy, part.param, state.image_size)
+            asyncio.to_thread(fetch.load, part.value, state.policy, part.param, state.image_size)
             for part in parts
         )
     )
@@ -198,7 +198,7 @@ async def prepare_job(
         emit=emit,
         stop=chat.stop,
     )
-    state.engine.submit(job)
+    state.batcher.submit(job)
     return job, events, size
 
 

@@ -34,7 +34,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .images import ImagePolicy, decode_data_url, local_path
+from .fetch import ImagePolicy, decode_data_url, local_path
 from .schema import APIError, ChatRequest, Message, Part
 
 

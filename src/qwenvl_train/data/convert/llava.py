@@ -11,12 +11,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .common import IMAGE_PLACEHOLDER, Item, Job, RecordError, fill_images, json_items, require, sample, turn
+from .common import (
+    IMAGE_PLACEHOLDER,
+    Conversion,
+    RecordError,
+    SourceRecord,
+    fill_images,
+    json_items,
+    require,
+    sample,
+    turn,
+)
 
 ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 
 
-def items(source: Path, job: Job) -> Any:
+def items(source: Path, job: Conversion) -> Any:
     """The records of a LLaVA JSON or JSON Lines file."""
     return json_items(source)
 
@@ -89,7 +99,7 @@ def conversation(
     return out
 
 
-def convert(item: Item, job: Job) -> list[dict[str, Any]]:
+def convert(item: SourceRecord, job: Conversion) -> list[dict[str, Any]]:
     """One LLaVA record as one sample."""
     conv = require(item.value, "conversations", list)
     paths = [job.image(p) for p in image_list(item.value, "image")]

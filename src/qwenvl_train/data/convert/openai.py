@@ -35,7 +35,18 @@ from pathlib import Path
 from typing import Any
 
 from ...format.markup import image_markup
-from .common import ConvertError, Item, Job, RecordError, json_items, markup, require, sample, turn, type_name
+from .common import (
+    Conversion,
+    ConvertError,
+    RecordError,
+    SourceRecord,
+    json_items,
+    markup,
+    require,
+    sample,
+    turn,
+    type_name,
+)
 
 #: ``--images-out`` is accepted: data URLs (and ``--download``) write pictures.
 WRITES_IMAGES = True
@@ -47,7 +58,7 @@ TOOL_KEYS = ("tools", "functions")
 Fetch = Callable[[str], bytes]
 
 
-def items(source: Path, job: Job) -> Any:
+def items(source: Path, job: Conversion) -> Any:
     """The records of an OpenAI chat JSON Lines (or JSON list) file."""
     return json_items(source)
 
@@ -82,7 +93,7 @@ def data_url_bytes(url: str, where: str) -> bytes:
         raise RecordError(f"{where}: the data URL is not valid base64", "bad image") from None
 
 
-def picture_path(url: str, job: Job, where: str) -> str:
+def picture_path(url: str, job: Conversion, where: str) -> str:
     """The path (or URL) to write for the picture ``url`` names (see the module docstring)."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "data":
@@ -102,7 +113,7 @@ def picture_path(url: str, job: Job, where: str) -> str:
 class Pictures:
     """The pictures of one conversation, numbered in order over all its messages."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Conversion) -> None:
         self.job = job
         self.count = 0
 
@@ -169,7 +180,7 @@ def trained(message: dict[str, Any], role: str, where: str) -> bool:
     return weight == 1
 
 
-def convert(item: Item, job: Job) -> list[dict[str, Any]]:
+def convert(item: SourceRecord, job: Conversion) -> list[dict[str, Any]]:
     """One OpenAI chat record as one sample."""
     value = item.value
     messages = require(value, "messages", list)

@@ -24,11 +24,11 @@ from typing import Any
 
 from .common import (
     IMAGE_PLACEHOLDER,
+    Conversion,
     ConvertError,
-    Item,
-    Job,
     RecordError,
     SourceError,
+    SourceRecord,
     json_items,
     load_json,
     no_other_media,
@@ -135,12 +135,12 @@ def v1_layout(info_file: Path, name: str | None) -> tuple[Layout, Path]:
     return MESSAGES, data_file
 
 
-def items(source: Path, job: Job) -> Any:
+def items(source: Path, job: Conversion) -> Any:
     """The records of a ShareGPT JSON or JSON Lines file."""
     return json_items(source)
 
 
-def convert(item: Item, job: Job) -> list[dict[str, Any]]:
+def convert(item: SourceRecord, job: Conversion) -> list[dict[str, Any]]:
     """One ShareGPT record as one sample."""
     layout: Layout | None = job.options.get("layout")
     value = item.value
