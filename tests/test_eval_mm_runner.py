@@ -138,9 +138,9 @@ def test_a_run_killed_at_60_percent_and_resumed_ends_with_the_same_predictions(
 
     asked: list[int] = []
 
-    def counting(model, tokenizer, bench, batch, pixels):
+    def counting(model, tokenizer, bench, batch, *rest):
         asked.extend(q.id for q in batch)
-        return real(model, tokenizer, bench, batch, pixels)
+        return real(model, tokenizer, bench, batch, *rest)
 
     monkeypatch.setattr(runner, "answer_batch", counting)
     result = run_benchmark(server_run(data, tiny_model_dir, resumed, resume=True))

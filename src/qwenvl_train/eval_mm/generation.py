@@ -63,6 +63,7 @@ def generate_texts(
     prompts: Sequence[Sequence[int]],
     pixel_values: torch.Tensor | None,
     generation_config: Any | None = None,
+    synced_gpus: bool | None = None,
 ) -> list[str]:
     """The decoded answers of a batch of prompts, as the original decodes them.
 
@@ -73,6 +74,8 @@ def generate_texts(
         prompts: each row's prompt ids (:func:`prompt_ids`).
         pixel_values: every row's pictures, row by row, or None.
         generation_config: default :func:`base_generation_config`.
+        synced_gpus: keep stepping until every rank is done (ZeRO-3/FSDP during training; None: transformers
+            decides).
     """
     config = generation_config or base_generation_config(bench)
     device = model.device
@@ -84,6 +87,7 @@ def generate_texts(
         input_ids=input_ids.to(device),
         attention_mask=attention_mask.to(device),
         generation_config=config,
+        synced_gpus=synced_gpus,
         **kwargs,
     )
     texts = [
@@ -94,7 +98,11 @@ def generate_texts(
 
 @torch.no_grad()
 def chat_texts(
-    model: Any, tokenizer: Any, queries: Sequence[str], pixel_values: torch.Tensor | None
+    model: Any,
+    tokenizer: Any,
+    queries: Sequence[str],
+    pixel_values: torch.Tensor | None,
+    synced_gpus: bool | None = None,
 ) -> list[str]:
     """``model.chat(tokenizer, query, history=None)`` for each query, with ``top_p = 0.01`` (MME).
 
@@ -114,4 +122,7 @@ def chat_texts(
     ]
     if pixel_values is not None:
         pixel_values = pixel_values.to(dtype=model.dtype)
-    return [decode_answer(tokenizer, ids) for ids in generate(model, prompts, pixel_values, config)]
+    return [
+        decode_answer(tokenizer, ids)
+        for ids in generate(model, prompts, pixel_values, config, None, synced_gpus)
+    ]

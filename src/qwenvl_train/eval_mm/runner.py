@@ -117,10 +117,16 @@ def _pixels(question: Question, image_size: int) -> Any:
 
 
 def answer_batch(
-    model: Any, tokenizer: Any, bench: Benchmark, batch: Sequence[Question], pixels: list[Any]
+    model: Any,
+    tokenizer: Any,
+    bench: Benchmark,
+    batch: Sequence[Question],
+    pixels: list[Any],
+    synced_gpus: bool | None = None,
 ) -> list[str]:
     """The answers to ``batch`` (each question's pictures already loaded in ``pixels``): generated text, the chosen
-    option letter (``choice``), or ``model.chat``'s response (``mme``)."""
+    option letter (``choice``), or ``model.chat``'s response (``mme``). ``synced_gpus``: see
+    :func:`.generation.generate_texts`."""
     import torch
 
     from .choice import choose, option_losses, option_targets
@@ -129,14 +135,14 @@ def answer_batch(
     flat = [p for per_question in pixels for p in per_question]
     pixel_values = torch.stack(flat) if flat else None
     if bench.family == "mme":
-        return chat_texts(model, tokenizer, [q.prompt for q in batch], pixel_values)
+        return chat_texts(model, tokenizer, [q.prompt for q in batch], pixel_values, synced_gpus)
     n_queries = model.config.n_queries
     prompts = [prompt_ids(tokenizer, q.prompt, n_queries) for q in batch]
     if bench.family == "choice":
         targets = [option_targets(tokenizer, q.options) for q in batch]
         losses = option_losses(model, prompts, targets, pixel_values, [len(q.images) for q in batch])
         return [q.options[choose(row)] for q, row in zip(batch, losses, strict=True)]
-    return generate_texts(model, tokenizer, bench, prompts, pixel_values)
+    return generate_texts(model, tokenizer, bench, prompts, pixel_values, synced_gpus=synced_gpus)
 
 
 def _check_prompt(question: Question, tokenizer: Any) -> None:
@@ -161,6 +167,7 @@ def generate_predictions(
     progress: bool = False,
     done: int = 0,
     total: int | None = None,
+    synced_gpus: bool | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Answer ``questions`` in batches, in order; returns the predictions and one line per question left out.
 
@@ -176,6 +183,7 @@ def generate_predictions(
         on_error: a question whose picture or prompt fails stops the run (``stop``) or is left out (``skip``).
         progress: show a progress bar (stderr) with questions/s and the time left.
         done, total: questions already answered and in all, for the progress bar (default 0 and ``len``).
+        synced_gpus: see :func:`.generation.generate_texts` (evaluation during a ZeRO-3/FSDP training run).
 
     Raises:
         QuestionError: with ``on_error="stop"``, the first question that cannot be asked.
@@ -203,7 +211,7 @@ def generate_predictions(
                     continue
                 batch.append(question)
             if batch:
-                answers = answer_batch(model, tokenizer, bench, batch, pixels)
+                answers = answer_batch(model, tokenizer, bench, batch, pixels, synced_gpus)
                 new = [
                     prediction_record(bench, q.id, answer, q.fields)
                     for q, answer in zip(batch, answers, strict=True)
@@ -313,8 +321,9 @@ def run_benchmark(run: BenchmarkRun) -> dict[str, Any]:
             log=log,
             on_error=run.on_error,  # type: ignore[arg-type]
             progress=run.progress and rank == 0,
-            done=len(questions) - len(remaining),
-            total=len(questions),
+            # One process shows the whole run; under torchrun rank 0 shows its own shard.
+            done=len(questions) - len(remaining) if world_size == 1 else 0,
+            total=len(questions) if world_size == 1 else len(mine),
         )
     finally:
         if log is not None:
