@@ -128,7 +128,8 @@ def original(model: Any, tokenizer: Any, data: Path, batch_size: int) -> list[st
             top_k=50,
         )
         answers += [
-            tokenizer.decode(row[input_ids.size(1) :].tolist(), skip_special_tokens=True).strip() for row in pred
+            tokenizer.decode(row[input_ids.size(1) :].tolist(), skip_special_tokens=True).strip()
+            for row in pred
         ]
     return answers
 
