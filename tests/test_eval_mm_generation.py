@@ -195,3 +195,8 @@ def test_generate_texts_keeps_or_strips_as_the_catalog_says(tok, model, monkeypa
     prompt = [tok.encode_text("hello")]
     assert generate_texts(model, tok, get_benchmark("refcoco_val"), prompt, None) == ["  (1,2),(3,4) "]
     assert generate_texts(model, tok, get_benchmark("okvqa_val"), prompt, None) == ["(1,2),(3,4)"]
+    said = tok.encode_text(" it 's a dog . yes , no ? ") + [st.IM_END_ID, st.ENDOFTEXT_ID, st.ENDOFTEXT_ID]
+    # As the original decodes: special ids dropped, no clean-up of the spaces before punctuation.
+    assert generate_texts(model, tok, get_benchmark("gqa_testdev"), prompt, None) == [
+        "it 's a dog . yes , no ?"
+    ]

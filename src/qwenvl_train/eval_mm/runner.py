@@ -15,6 +15,7 @@ each batch to the predictions file (:mod:`.prediction_log`), gather everything o
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -188,28 +189,26 @@ def generate_predictions(
     Raises:
         QuestionError: with ``on_error="stop"``, the first question that cannot be asked.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
     records: list[dict[str, Any]] = []
     skipped: list[str] = []
     image_size = model.config.image_size
     total = len(questions) + done if total is None else total
-    with tqdm(
+    chunks = [questions[start : start + batch_size] for start in range(0, len(questions), batch_size)]
+    bar = tqdm(
         total=total, initial=done, unit="question", desc=bench.name, disable=not progress, file=sys.stderr
-    ) as bar:
-        for start in range(0, len(questions), batch_size):
-            batch: list[Question] = []
-            pixels: list[Any] = []
-            for question in questions[start : start + batch_size]:
-                try:
-                    _check_prompt(question, tokenizer)
-                    pixels.append(_pixels(question, image_size))
-                except QuestionError as exc:
-                    if on_error != "skip":
-                        raise
-                    skipped.append(str(exc))
-                    continue
-                batch.append(question)
+    )
+    # The next batch's pictures load in a thread while the model answers this one.
+    with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-pictures") as pool:
+        pending = [pool.submit(_prepare, chunk, tokenizer, image_size, on_error) for chunk in chunks[:1]]
+        for i, chunk in enumerate(chunks):
+            batch, pixels, left_out = pending.pop().result()
+            if i + 1 < len(chunks):
+                pending.append(pool.submit(_prepare, chunks[i + 1], tokenizer, image_size, on_error))
+            skipped += left_out
             if batch:
                 answers = answer_batch(model, tokenizer, bench, batch, pixels, synced_gpus)
                 new = [
@@ -219,17 +218,46 @@ def generate_predictions(
                 if log is not None:
                     log.write(new)
                 records += new
-            bar.update(min(batch_size, len(questions) - start))
+            bar.update(len(chunk))
     return records, skipped
+
+
+def _prepare(
+    chunk: Sequence[Question], tokenizer: Any, image_size: int, on_error: OnError
+) -> tuple[list[Question], list[Any], list[str]]:
+    """The questions of ``chunk`` that can be asked, their pictures loaded, and one line per question left out.
+
+    Raises:
+        QuestionError: with ``on_error="stop"``, the first question that cannot be asked.
+    """
+    batch: list[Question] = []
+    pixels: list[Any] = []
+    skipped: list[str] = []
+    for question in chunk:
+        try:
+            _check_prompt(question, tokenizer)
+            pixels.append(_pixels(question, image_size))
+        except QuestionError as exc:
+            if on_error != "skip":
+                raise
+            skipped.append(str(exc))
+            continue
+        batch.append(question)
+    return batch, pixels, skipped
 
 
 # The whole run --------------------------------------------------------------------------------------------------
 
 
 def _score(
-    run: BenchmarkRun, bench: Benchmark, predictions: Path | list[dict[str, Any]], num_questions: int
+    run: BenchmarkRun,
+    bench: Benchmark,
+    predictions: Path | list[dict[str, Any]],
+    num_questions: int | None = None,
 ) -> dict:
     if bench.family == "server":
+        if num_questions is None:
+            num_questions = _count_questions(run, bench)
         count = len(read_records(predictions) if isinstance(predictions, Path) else predictions)
         return {
             "benchmark": bench.name,
@@ -290,8 +318,8 @@ def run_benchmark(run: BenchmarkRun) -> dict[str, Any]:
     if run.predictions is not None:
         if not Path(run.predictions).is_file():
             raise UserError(f"--predictions {run.predictions}: no such file")
-        result = _score(run, bench, Path(run.predictions), _count_questions(run, bench))
-        if run.out is not None:
+        result = _score(run, bench, Path(run.predictions))
+        if run.out is not None and int(os.environ.get("RANK", "0")) == 0:
             _write_out(run.out, result)
         return result
 
