@@ -26,8 +26,8 @@ def running_server(model: Any, tokenizer: Any, name: str = "tiny", **options: An
     """Serve ``model`` with the ``serve`` options given as keywords (``api_key=...``, ``max_batch_size=...``)."""
     import uvicorn
 
+    from qwenvl_train.commands.serve import build_state
     from qwenvl_train.serve.app import create_app
-    from qwenvl_train.serve.command import build_state
 
     args = argparse.Namespace(**options)
     state = build_state(model, tokenizer, args, name)

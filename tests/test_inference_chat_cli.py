@@ -150,7 +150,8 @@ def test_chat_cli_with_an_adapter(
 
 def test_command_modules_import_only_the_standard_library() -> None:
     code = (
-        "import sys; import qwenvl_train.inference.chat_cli, qwenvl_train.inference.eval_cli;"
+        "import sys; import qwenvl_train.cli, qwenvl_train.commands.chat, qwenvl_train.commands.eval,"
+        " qwenvl_train.commands.serve; qwenvl_train.cli.build_parser();"
         "print(sorted(m for m in ('torch', 'transformers', 'PIL', 'numpy', 'peft') if m in sys.modules))"
     )
     # Run the modules' own code without the package __init__ (which registers the model classes).

@@ -3,7 +3,11 @@
 - no import circle among modules at import time (module-level imports; those inside functions are lazy);
 - no import from a lower layer to a higher one, module-level or inside a function, except the one documented
   exception (the original's API on the model and tokenizer classes imports the inference layer when called);
-- no module named like a function its package exports (importing it would hide the function).
+- no module named like a function its package exports (importing it would hide the function);
+- every sub-command in ``commands/``: no parser registered (``def add_parser``, ``.add_parser(...)``,
+  ``add_subparsers``) anywhere else but ``cli.py``;
+- the use layer's one order inside it: ``inference`` never imports ``reports`` (the reports draw and score what
+  inference produced).
 
 Each violation is one line. ``python tests/test_layering.py`` prints them all.
 """
@@ -45,9 +49,11 @@ LAYERS = {
     "demo": 5,
     "tiny": 5,
     "reports": 5,
-    # 6: entry points, and the package itself (its public names, and installing the registration hook).
+    # 6: entry points, and the package itself (its public names, and installing the registration hook); one
+    # module per sub-command in commands/.
     "": 6,
     "cli": 6,
+    "commands": 6,
     "train": 6,
     "__main__": 6,
 }
@@ -59,6 +65,13 @@ EXCEPTIONS = {
     ("qwenvl_train.model.modeling", "QwenVLForCausalLM.chat_stream", "qwenvl_train.inference.chat"),
     ("qwenvl_train.tokenizer", "QwenVLTokenizer.draw_bbox_on_latest_picture", "qwenvl_train.inference.draw"),
 }
+
+
+#: Parts of one layer that must not import another part of it: (importer, imported).
+SAME_LAYER_FORBIDDEN = {("inference", "reports")}
+
+#: Where sub-commands are registered: the commands package and the CLI that lists them.
+COMMAND_HOMES = ("commands", "cli")
 
 
 @dataclass(frozen=True)
@@ -236,6 +249,37 @@ def hidden_functions() -> list[tuple[str, tuple[str, str]]]:
     return lines
 
 
+def forbidden_same_layer_imports() -> list[tuple[str, Import]]:
+    """Each import between parts of one layer that :data:`SAME_LAYER_FORBIDDEN` keeps apart."""
+    return [
+        (
+            f"{i.path}:{i.line}: {i.importer} imports {i.target} ({part(i.importer)} never imports {part(i.target)})",
+            i,
+        )
+        for i in all_imports()
+        if (part(i.importer), part(i.target)) in SAME_LAYER_FORBIDDEN
+    ]
+
+
+def parsers_outside_commands() -> list[tuple[str, str]]:
+    """Each sub-command parser defined or registered outside ``commands/`` and ``cli.py``."""
+    lines = []
+    for name, path in all_modules().items():
+        if part(name) in COMMAND_HOMES:
+            continue
+        rel = path.relative_to(ROOT.parent)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "add_parser":
+                lines.append(
+                    (f"{rel}:{node.lineno}: defines add_parser (a command belongs in commands/)", name)
+                )
+            elif isinstance(node, ast.Attribute) and node.attr in ("add_parser", "add_subparsers"):
+                lines.append(
+                    (f"{rel}:{node.lineno}: calls {node.attr} (a command belongs in commands/)", name)
+                )
+    return lines
+
+
 def check(found: list[tuple[str, Any]]) -> None:
     """Fail with every violation, one line each."""
     assert not found, "\n" + "\n".join(line for line, _ in found)
@@ -257,6 +301,14 @@ def test_no_module_hides_a_function() -> None:
     check(hidden_functions())
 
 
+def test_inference_never_imports_reports() -> None:
+    check(forbidden_same_layer_imports())
+
+
+def test_every_command_is_in_commands() -> None:
+    check(parsers_outside_commands())
+
+
 def test_the_exception_is_what_it_says() -> None:
     """The documented exception names methods that exist and import inside the method, never at module level."""
     imports = all_imports()
@@ -272,5 +324,6 @@ def test_the_exception_is_what_it_says() -> None:
 if __name__ == "__main__":
     for line in unplaced_modules():
         print(line)
-    for line, _ in import_circles() + upward_imports() + hidden_functions():
+    found = import_circles() + upward_imports() + hidden_functions()
+    for line, _ in found + forbidden_same_layer_imports() + parsers_outside_commands():
         print(line)

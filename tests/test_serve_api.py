@@ -222,7 +222,7 @@ def test_api_key(loaded) -> None:
 
 
 def test_api_key_from_the_environment(loaded, monkeypatch) -> None:
-    from qwenvl_train.serve.command import API_KEY_ENV, build_state
+    from qwenvl_train.commands.serve import API_KEY_ENV, build_state
 
     monkeypatch.setenv(API_KEY_ENV, "from-env")
     state = build_state(*loaded, argparse.Namespace(), "tiny")

@@ -12,36 +12,41 @@
     qwenvl-train eval --model DIR --data FILE [--out F.json] [--report DIR]  score answers (IoU, exact match)
     qwenvl-train serve --model DIR [--adapter DIR] [--port N]  OpenAI-compatible API and chat page
 
-Each sub-command lives in the module of its concern; this file only wires them together, importing nothing
-heavy: ``--help`` answers at once, and torch/transformers load only in the command that needs them.
+Each sub-command is one module of :mod:`.commands` (its parser and its ``run``), listed once in :data:`COMMANDS`;
+this file only wires them together, importing nothing heavy: ``--help`` answers at once, and torch/transformers
+load only in the command that needs them.
 
-``--verbose`` (or ``QWENVL_TRAIN_VERBOSE=1``) shows the messages third-party libraries print when they load;
-an error the product knows ends the command with one line and exit status 1 (``QWENVL_TRAIN_DEBUG=1`` adds the
-traceback).
+``--verbose`` (or ``QWENVL_TRAIN_VERBOSE=1``) shows the messages third-party libraries print when they load.
+:func:`main` is the one error wrapper: an error the product knows (a :class:`~.errors.UserError`) or a file that is
+not there ends the command with one line and exit status 1 (``QWENVL_TRAIN_DEBUG=1`` adds the traceback); the
+commands never catch to print.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from .errors import run_reporting
 from .quiet import silence_third_party
 
-
-def _cmd_vocab(args: argparse.Namespace) -> int:
-    from .vocab import ensure_vocab
-
-    print(ensure_vocab(dest=args.dest, package=args.package))
-    return 0
-
-
-def _cmd_make_tiny(args: argparse.Namespace) -> int:
-    from .tiny import make_tiny
-
-    print(make_tiny(args.dir, seed=args.seed, preset=args.preset))
-    return 0
+#: The sub-commands, in the order ``--help`` lists them: each a module of :mod:`.commands` with
+#: ``add_parser(subparsers)`` (which sets ``func``) and ``run(args)``.
+COMMANDS = (
+    "vocab",
+    "make_tiny",
+    "demo_data",
+    "demo",
+    "check_data",
+    "convert",
+    "chat",
+    "eval",
+    "serve",
+    "merge",
+    "train",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,54 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="show what third-party libraries print when they load (also QWENVL_TRAIN_VERBOSE=1)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser(
-        "vocab", help="fetch the genuine qwen.tiktoken from the dashscope wheel (sha256-checked)"
-    )
-    p.add_argument("--dest", default=None, help="also copy it into this folder (e.g. a model directory)")
-    p.add_argument("--package", default="dashscope", help="pip requirement to take it from")
-    p.set_defaults(func=_cmd_vocab)
-
-    p = sub.add_parser("make-tiny", help="write a tiny random Qwen-VL checkpoint in the original format")
-    p.add_argument("dir", help="output directory")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights)")
-    p.add_argument(
-        "--preset",
-        choices=("tiny", "demo"),
-        default="tiny",
-        help="tiny: the test model; demo: the (still small) model `make demo` trains",
-    )
-    p.set_defaults(func=_cmd_make_tiny)
-
-    from .demo.data import add_parser as add_demo_data
-
-    add_demo_data(sub)
-    from .demo.run import add_parser as add_demo
-
-    add_demo(sub)
-    from .reports.check_data import add_parser as add_check_data  # the data layer's check-data, with --report
-
-    add_check_data(sub)
-    from .data.convert.command import add_parser as add_convert
-
-    add_convert(sub)
-    from .inference import chat_cli, eval_cli
-
-    chat_cli.add_parser(sub)
-    eval_cli.add_parser(sub)
-    from .serve.command import add_parser as add_serve
-
-    add_serve(sub)
-
-    from .export.merging import add_parser as add_merge
-
-    add_merge(sub)
-
-    # `train` owns its (HfArgumentParser) options; main() hands it the rest of the command line.
-    sub.add_parser(
-        "train", help="fine-tune a Qwen-VL checkpoint (options: qwenvl-train train --help)", add_help=False
-    )
-
+    for name in COMMANDS:
+        importlib.import_module(f"{__package__}.commands.{name}").add_parser(sub)
     return parser
 
 
@@ -110,16 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = "--verbose" in argv
     argv = [arg for arg in argv if arg != "--verbose"]
     silence_third_party(verbose=True if verbose else None)
-    if argv[:1] == ["train"]:
-        if "-h" in argv or "--help" in argv:
-            from .training.help import print_train_help
+    if argv[:1] == ["train"]:  # `train` parses its own options (HfArgumentParser) and reports its own errors
+        from .commands.train import main as train_main
 
-            return print_train_help()
-        from .training.run import main as train_main
-
-        return int(train_main(argv[1:]) or 0)
+        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
-    return run_reporting(args.func, args)
+    return run_reporting(args.func, args, known=(FileNotFoundError,))
 
 
 if __name__ == "__main__":

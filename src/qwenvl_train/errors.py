@@ -1,7 +1,8 @@
 """Errors the product knows, and how a command ends on one: one clear line on stderr, exit status 1.
 
 Every error class a user can fix (data, preparation, vocabulary, configuration, checkpoint layout) derives from
-:class:`UserError`; the command-line entry points catch it (:func:`run_reporting`). The traceback is shown only
+:class:`UserError`; one place catches it: :func:`qwenvl_train.cli.main` (and ``train``'s own entry point), both
+through :func:`run_reporting`. Nothing below catches it to print it. The traceback is shown only
 with ``QWENVL_TRAIN_DEBUG=1``. Under torchrun every rank hits the same error, so only rank 0 prints it, unless
 the error happened on one rank only (:attr:`UserError.every_rank`). Cheap to import.
 

@@ -16,16 +16,12 @@ __all__ = ["main", "train"]  # noqa: F822  (train: from training.run, on first a
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Silence third-party import noise (unless ``--verbose``), then run :func:`qwenvl_train.training.run.main`."""
+    """Silence third-party import noise (unless ``--verbose``), then run :func:`qwenvl_train.commands.train.main`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     silence_third_party(verbose=True if "--verbose" in argv else None)
-    if "-h" in argv or "--help" in argv:
-        from .training.help import print_train_help
+    from .commands.train import main as train_main
 
-        return print_train_help()
-    from .training.run import main as run_main
-
-    return run_main([arg for arg in argv if arg != "--verbose"])
+    return train_main([arg for arg in argv if arg != "--verbose"])
 
 
 def __getattr__(name: str) -> Any:

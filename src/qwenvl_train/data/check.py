@@ -1,4 +1,5 @@
-"""``qwenvl-train check-data``: the scan training runs, plus a printer.
+"""What ``qwenvl-train check-data`` does (:mod:`qwenvl_train.commands.check_data`): the scan training runs, plus a
+printer.
 
     qwenvl-train check-data data/demo.json --model ./tiny-model --model_max_length 2048 --show 2 --dump ids.jsonl
 
@@ -14,16 +15,15 @@ would stop (an error under ``--on_error raise``, or no sample left), 2 when the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..format import tokens as st
 from ..format.render import IGNORE_INDEX, TextEncoder
-from .options import DataOptions, data_options_parser
+from .options import DataOptions
 
 if TYPE_CHECKING:  # the scan imports numpy: only when data is checked, not for --help
     import numpy as np
@@ -93,10 +93,32 @@ def check_data(
     out: TextIO | None = None,
     tokenizer: TextEncoder | None = None,
     progress: bool | None = None,
-    on_result: Callable[[ScanResult, TextEncoder], None] | None = None,
     **options: Any,
 ) -> int:
-    """Scan data files the way training does and print a report.
+    """Scan data files the way training does and print a report (:func:`check_and_print` without its result).
+
+    Returns:
+        The exit status: 0 when training would start, 1 when it would stop, 2 when the model directory is
+        unusable.
+    """
+    return check_and_print(
+        paths, model_dir, dump=dump, show=show, out=out, tokenizer=tokenizer, progress=progress, **options
+    )[0]
+
+
+def check_and_print(
+    paths: Sequence[str | Path],
+    model_dir: str | Path,
+    *,
+    dump: str | Path | None = None,
+    show: int = 0,
+    out: TextIO | None = None,
+    tokenizer: TextEncoder | None = None,
+    progress: bool | None = None,
+    **options: Any,
+) -> tuple[int, ScanResult | None]:
+    """Scan data files the way training does and print a report; the scan result goes back to the caller (the
+    command writes its picture report from it).
 
     Args:
         paths: data files.
@@ -106,13 +128,11 @@ def check_data(
         out: where to print (stdout).
         tokenizer: use this tokenizer instead of loading one from ``model_dir``.
         progress: progress bars (None: for large inputs on a terminal).
-        on_result: called with the scan result and the tokenizer once everything is printed (``--report``
-            writes its page there: the picture reports live in a higher layer than this module).
         options: :class:`DataOptions` fields; ``verify_images`` defaults to ``full`` here.
 
     Returns:
-        The exit status: 0 when training would start, 1 when it would stop, 2 when the model directory is
-        unusable.
+        The exit status (0 when training would start, 1 when it would stop, 2 when the model directory is
+        unusable) and the scan result (None when the model directory is unusable).
     """
     from ..model.visual_config import vision_settings
     from .engine import scan
@@ -125,7 +145,7 @@ def check_data(
         tokenizer = tokenizer or _load_tokenizer(model_dir)
     except (OSError, ValueError) as exc:
         print(f"check-data: cannot use model directory {model_dir}: {exc}", file=out)
-        return 2
+        return 2, None
     result = scan(paths, tokenizer, data_options, n_queries=settings.n_queries, progress=progress)
     print(f"scan: {result.provenance}", file=out)
     print_report(result, out)
@@ -138,10 +158,7 @@ def check_data(
             f"\n=== sample {item.id!r} ({item.file}), {len(item.input_ids)} tokens, images: {item.images}\n"
         )
         out.write(format_sample(item.input_ids.tolist(), item.labels.tolist(), tokenizer) + "\n")
-    status = print_errors(result, out)
-    if on_result is not None:
-        on_result(result, tokenizer)
-    return status
+    return print_errors(result, out), result
 
 
 def print_report(result: ScanResult, out: TextIO) -> None:
@@ -214,54 +231,3 @@ def print_errors(result: ScanResult, out: TextIO) -> int:
     if s.errors:
         out.write(f"with --on_error skip, training skips these {s.skipped} samples\n")
     return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``check-data`` on a CLI's subparsers; the handler is :func:`run`."""
-    parser = subparsers.add_parser(
-        "check-data",
-        help="read training data the way training does and report lengths, images and errors",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        parents=[data_options_parser(**CHECK_DEFAULTS)],
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-    return parser
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``check-data`` arguments besides the data options."""
-    parser.add_argument("data", nargs="+", metavar="DATA", help="data files (.json / .jsonl)")
-    parser.add_argument(
-        "--model", required=True, metavar="DIR", help="model directory (config.json, qwen.tiktoken)"
-    )
-    parser.add_argument(
-        "--dump",
-        default=None,
-        metavar="FILE.jsonl",
-        help="write ids and labels of every sample training gets",
-    )
-    parser.add_argument(
-        "--show", type=int, default=0, metavar="K", help="print K samples with trained spans in [[ ]]"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """Handler for parsed ``check-data`` arguments; returns the exit status."""
-    options = vars(DataOptions.from_namespace(args))
-    return check_data(args.data, args.model, dump=args.dump, show=args.show, **options)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m qwenvl_train.data.check DATA... --model DIR``."""
-    parser = argparse.ArgumentParser(
-        prog="qwenvl-train check-data",
-        description=__doc__.split("\n\n")[0],
-        parents=[data_options_parser(**CHECK_DEFAULTS)],
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,6 @@ belongs to the latest picture). ``OUT/train.json`` and ``OUT/heldout.json`` are 
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from dataclasses import dataclass
@@ -165,25 +164,3 @@ def write_demo_data(out: str | Path, n: int = 2000, n_heldout: int = 64, seed: i
         path.write_text(json.dumps(samples, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         paths.append(path)
     return paths[0], paths[1]
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``demo-data`` on the CLI's subparsers."""
-    parser = subparsers.add_parser(
-        "demo-data",
-        help="write the demo's generated grounding dataset (coloured shapes, boxes) to a folder",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-    )
-    parser.add_argument("out", help="output folder (train.json, heldout.json, images/)")
-    parser.add_argument("--n", type=int, default=2000, help="training conversations (default 2000)")
-    parser.add_argument("--n-heldout", type=int, default=64, help="held-out conversations (default 64)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
-    parser.set_defaults(func=_run)
-    return parser
-
-
-def _run(args: argparse.Namespace) -> int:
-    train, heldout = write_demo_data(args.out, n=args.n, n_heldout=args.n_heldout, seed=args.seed)
-    print(train)
-    print(heldout)
-    return 0

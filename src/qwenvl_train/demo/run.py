@@ -15,6 +15,8 @@ Every step runs the product's own command line in a child process, as a user wou
 6. a before/after table, ``loss.png`` (matplotlib), ``answer.png``, the ``eval_*.json`` files and ``summary.json``
    in the output folder, whose path is printed at the end, with the two picture reports: ``report-data/``
    (``check-data --report``) and ``report-eval/`` (``eval --report`` of the trained model on the held-out split).
+
+The command line is :mod:`qwenvl_train.commands.demo`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 from ..format.markup import image_markup, latest_image
 
 #: Most tokens generated per answer (an answer is about 25 tokens; the untrained model would ramble to 512).
@@ -51,8 +54,8 @@ FULL = Settings(steps=300, n_train=2000, n_heldout=64, lora_steps=5, batch_size=
 SMALL = Settings(steps=100, n_train=400, n_heldout=16, lora_steps=2, batch_size=8)
 
 
-class DemoError(RuntimeError):
-    """A step of the demo failed or did not produce what it should."""
+class DemoError(UserError, RuntimeError):
+    """A step of the demo failed or did not produce what it should; the command line prints its one line."""
 
 
 def default_config() -> Path:
@@ -247,36 +250,3 @@ def parse_settings(text: str | None) -> Settings:
     if steps < 1:
         raise argparse.ArgumentTypeError(f"--steps must be at least 1, got {steps}")
     return Settings(steps, FULL.n_train, FULL.n_heldout, FULL.lora_steps, FULL.batch_size)
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``demo`` on the CLI's subparsers."""
-    parser = subparsers.add_parser(
-        "demo", help="build, train, evaluate, merge and ask a small model on generated data (make demo)",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-    )  # fmt: skip
-    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--steps", default=None, metavar="N|small",
-                        help=f"training steps (default {FULL.steps}); small: the shortened CI variant")  # fmt: skip
-    parser.add_argument("--config", default=None, help="training recipe (default finetune/demo.yaml)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the model, the data and training")
-    parser.set_defaults(func=_run)
-    return parser
-
-
-def _run(args: argparse.Namespace) -> int:
-    try:
-        settings = parse_settings(args.steps)
-    except (ValueError, argparse.ArgumentTypeError) as exc:
-        print(f"error: --steps: {exc}", file=sys.stderr)
-        return 2
-    config = Path(args.config) if args.config else default_config()
-    if not (config.is_file() and config.with_name("demo-lora.yaml").is_file()):
-        print(f"error: training recipe {config} (or demo-lora.yaml beside it) not found", file=sys.stderr)
-        return 2
-    try:
-        Demo(Path(args.out).resolve(), settings, config, args.seed).run()
-    except DemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0

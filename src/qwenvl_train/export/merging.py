@@ -11,14 +11,14 @@ checkpoint (Qwen-VL-Chat-Int4) is merged into the 16-bit checkpoint given with `
 cannot hold the update. ``--quantize gptq`` then re-quantizes the result to the Int4 layout.
 
 The output replaces an original checkpoint unchanged (see :mod:`.layout`) and is renamed into place only once
-complete. Only the standard library is imported at module level, so that building the CLI stays fast.
+complete. Only the standard library is imported at module level, so that building the CLI stays fast (the
+command line is :mod:`qwenvl_train.commands.merge`).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -197,62 +197,3 @@ def merged_model(base_dir: Path, adapter: Path, dtype: str) -> Any:
         detail = next((line for line in lines if line.startswith("size mismatch")), lines[0])
         raise MergeError(f"{adapter} does not fit {base_dir}: {detail}") from None
     return model.merge_and_unload()
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``merge`` on a CLI's subparsers; the handler is :func:`run`."""
-    parser = subparsers.add_parser(
-        "merge",
-        help="merge a LoRA/Q-LoRA adapter into its base: a checkpoint in the original layout",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-    )
-    parser.add_argument(
-        "--adapter", required=True, metavar="DIR", help="adapter folder (adapter_config.json)"
-    )
-    parser.add_argument("--output", required=True, metavar="DIR", help="folder to create")
-    parser.add_argument(
-        "--base",
-        metavar="DIR",
-        help="checkpoint to merge into (default: the adapter's base_model_name_or_path; for an adapter trained "
-        "on Qwen-VL-Chat-Int4, the 16-bit Qwen-VL-Chat)",
-    )
-    parser.add_argument(
-        "--dtype",
-        choices=sorted(DTYPE_NAMES),
-        help="dtype to write (default: the base's torch_dtype; fp16 with --quantize gptq)",
-    )
-    parser.add_argument(
-        "--max-shard-size",
-        type=parse_size,
-        default=DEFAULT_MAX_SHARD_SIZE,
-        metavar="SIZE",
-        help=f"largest safetensors shard (default {DEFAULT_MAX_SHARD_SIZE})",
-    )
-    parser.add_argument(
-        "--quantize", choices=["gptq"], help="re-quantize to 4-bit GPTQ (the Qwen-VL-Chat-Int4 layout)"
-    )
-    parser.add_argument(
-        "--calib-data", nargs="+", metavar="FILE", help="conversations to calibrate --quantize gptq on"
-    )
-    parser.set_defaults(func=run)
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    """Handler for parsed ``merge`` arguments; returns the exit status (1 with one error line)."""
-    from ..data.errors import DataValidationError
-
-    try:
-        merge(
-            args.adapter,
-            args.output,
-            args.base,
-            args.dtype,
-            args.max_shard_size,
-            args.quantize,
-            args.calib_data,
-        )
-    except (MergeError, DataValidationError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0

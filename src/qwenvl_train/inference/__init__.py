@@ -6,8 +6,8 @@
   picture (``tokenizer.draw_bbox_on_latest_picture``).
 - :mod:`.metrics` scores answers: box IoU (Acc@0.5, mean IoU) and exact match.
 - :mod:`.evaluate` evaluates a conversations file; :mod:`.loading` loads a model (and adapter) to use.
-- :mod:`.chat_cli` and :mod:`.eval_cli` are ``qwenvl-train chat`` and ``qwenvl-train eval`` (options they share:
-  :mod:`.cli_common`).
+
+The ``chat`` and ``eval`` sub-commands are :mod:`qwenvl_train.commands.chat` and :mod:`qwenvl_train.commands.eval`.
 
 The prompt (``make_context``) and the reading of boxes in what a model writes are the Qwen-VL format's:
 :mod:`qwenvl_train.format.render` and :mod:`qwenvl_train.format.markup`. Nothing heavy is imported here, so the command modules stay cheap to import.

@@ -75,15 +75,15 @@ def load_for_inference(
     Raises:
         LoadError: see :func:`resolve_folders`; no ``qwen.tiktoken`` in either folder.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model_dir, adapter_dir = resolve_folders(model, adapter)
+    model_dir, adapter_dir = resolve_folders(model, adapter)  # a bad folder fails before torch loads
     vocab_dirs = [d for d in (model_dir, adapter_dir) if d is not None and (d / "qwen.tiktoken").is_file()]
     if not vocab_dirs:
         raise LoadError(
             f"{model_dir}: no qwen.tiktoken (run `qwenvl-train vocab --dest {model_dir}` to put it there)"
         )
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(str(vocab_dirs[0]))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = AutoModelForCausalLM.from_pretrained(

@@ -12,14 +12,13 @@ only the samples shown are kept. The lengths come from the scan result.
 
 from __future__ import annotations
 
-import argparse
 import io
 import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .page import ReportError
 
@@ -211,50 +210,3 @@ def write_report(
         return page.write()
     except OSError as exc:
         raise ReportError(f"check-data --report {folder}: cannot write the report: {exc}") from None
-
-
-def non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``check-data`` (the data layer's command) with the ``--report`` options."""
-    from ..data.check import add_parser as add_check_data
-
-    parser = add_check_data(subparsers)
-    group = parser.add_argument_group("picture report")
-    group.add_argument(
-        "--report",
-        metavar="DIR",
-        default=None,
-        help="also write DIR/index.html: counts, errors, lengths, pictures",
-    )
-    group.add_argument(
-        "--report-samples",
-        type=non_negative,
-        default=DEFAULT_SAMPLES,
-        metavar="N",
-        help=f"the first N and a random N samples with pictures in the report (default {DEFAULT_SAMPLES})",
-    )
-    group.add_argument(
-        "--report-seed", type=int, default=0, metavar="S", help="seed of the random pick (default 0)"
-    )
-    parser.set_defaults(func=run)
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    """``check-data``, then the report when ``--report`` is given."""
-    from ..data.check import check_data
-    from ..data.options import DataOptions
-
-    def report(result: Any, tokenizer: Any) -> None:
-        path = write_report(result, args.data, args.report, args.report_samples, args.report_seed)
-        print(f"report: {path}")
-
-    options = vars(DataOptions.from_namespace(args))
-    on_result = report if args.report else None
-    return check_data(args.data, args.model, dump=args.dump, show=args.show, on_result=on_result, **options)

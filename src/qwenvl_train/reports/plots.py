@@ -102,3 +102,47 @@ def loss_curve(
     finally:
         plt.close(fig)
     return Path(out)
+
+
+def benchmark_bars(
+    rows: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    out: str | Path,
+    title: str,
+    references: Mapping[str, Sequence[float | None]] | None = None,
+) -> Path:
+    """Grouped bars, one group per row (a benchmark's metric) and one bar per series (a model), with reference
+    figures (the paper's) as horizontal ticks over the groups; None values are left out. Saved as ``out``.
+
+    Raises:
+        ValueError: no row, or a series whose length is not the number of rows.
+    """
+    import numpy as np
+
+    if not rows or any(
+        len(values) != len(rows) for values in (*series.values(), *(references or {}).values())
+    ):
+        raise ValueError("need at least one row and one value (or None) per row in every series")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(rows) + 2), 4.4), dpi=100, layout="constrained")
+    try:
+        x = np.arange(len(rows))
+        width = 0.8 / max(1, len(series))
+        for k, (name, values) in enumerate(series.items()):
+            xs = [x[i] - 0.4 + width * (k + 0.5) for i, v in enumerate(values) if v is not None]
+            ys = [v for v in values if v is not None]
+            ax.bar(xs, ys, width=width, label=name, color=METRIC_COLOURS[k % len(METRIC_COLOURS)])
+        for k, (name, values) in enumerate((references or {}).items()):
+            points = [(x[i], v) for i, v in enumerate(values) if v is not None]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.scatter(xs, ys, marker="_", s=900, linewidths=2, color=("black", "dimgrey")[k % 2], label=name,
+                           zorder=3)  # fmt: skip
+        ax.set_xticks(x, rows, rotation=30, ha="right", fontsize="small")
+        ax.set_title(title)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize="small")
+        fig.savefig(out)
+    finally:
+        plt.close(fig)
+    return Path(out)

@@ -12,8 +12,10 @@ One concern per module:
   batches, each row streamed to its own client;
 - :mod:`.boxes` reads the boxes of an answer into the ``boxes`` extension field;
 - :mod:`.stream` writes server-sent events;
-- :mod:`.app` is the FastAPI application (routes, authentication, error bodies) and :mod:`.command` the
-  ``serve`` sub-command; ``static/`` holds the chat page.
+- :mod:`.app` is the FastAPI application (routes, authentication, error bodies); ``static/`` holds the chat page.
+
+The ``serve`` sub-command (its options, loading the model, :func:`build_state`) is
+:mod:`qwenvl_train.commands.serve`.
 
 Nothing here is imported by ``import qwenvl_train``: FastAPI, torch and the model load only when ``serve`` runs.
 """

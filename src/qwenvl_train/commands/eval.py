@@ -8,23 +8,21 @@ A table is printed at the end; --out gets the metrics and every sample's prompt,
 --report DIR writes a page with the metrics and each answer's boxes drawn on its picture, worst IoU first.
 A sample that cannot be evaluated (turns not alternating, no answer at the end, a malformed reference box, an
 image that cannot be read) stops the run with one line naming it, or is skipped and counted with --on-error skip.
+
+    qwenvl-train eval --compare base.json tuned.json [--out TABLE.md] [--chart CHART.png]
+
+compares metrics files of benchmark runs (the first is the base) in one table with the paper's figures beside them
+(see qwenvl_train.eval_mm.compare); no model is loaded.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 from pathlib import Path
 
-from .cli_common import (
-    add_generation_arguments,
-    add_model_arguments,
-    generation_overrides,
-    positive_int,
-    run_reporting_errors,
-)
+from .model_options import add_generation_arguments, add_model_arguments, generation_overrides, positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -37,7 +35,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_model_arguments(parser)
     parser.add_argument(
         "--data",
-        required=True,
         nargs="+",
         metavar="FILE",
         help="conversations (.json / .jsonl), training format",
@@ -65,17 +62,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="N",
         help="answers shown in the report, the worst first (default 200)",
     )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="METRICS",
+        help="compare benchmark metrics files (a file, a JSON list or a folder per model; the first is the base) "
+        "in one table with the paper's figures; --out gets the markdown table",
+    )
+    parser.add_argument("--chart", metavar="PNG", help="with --compare: also draw the table as a bar chart")
     add_generation_arguments(parser, greedy_default=True)
-    parser.set_defaults(func=functools.partial(run_reporting_errors, run))
+    parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    """Read the data, load the model, evaluate, print the table, write ``--out``."""
-    from .evaluate import evaluate_samples, format_table, read_eval_samples
-    from .generation import chat_generation_config
-    from .loading import load_for_inference
-    from .metrics import summarize
+    """Read the data, load the model, evaluate, print the table, write ``--out`` (or compare metrics files)."""
+    from ..errors import ConfigurationError
+
+    if args.compare:
+        if args.model or args.data:
+            raise ConfigurationError(
+                "--compare reads metrics files and loads no model: drop --model and --data"
+            )
+        return _compare(args)
+    if args.chart:
+        raise ConfigurationError("--chart goes with --compare")
+    if not args.data:
+        raise ConfigurationError("eval needs --data FILE (or --compare METRICS... to compare metrics files)")
+    from ..inference.loading import load_for_inference, resolve_folders
+
+    resolve_folders(args.model, args.adapter)  # a bad folder fails at once, before the data and torch load
+    from ..inference.evaluate import evaluate_samples, format_table, read_eval_samples
+    from ..inference.generation import chat_generation_config
+    from ..inference.metrics import summarize
 
     samples, errors = read_eval_samples(args.data)
     if errors and args.on_error == "raise":
@@ -110,4 +129,21 @@ def run(args: argparse.Namespace) -> int:
 
         path = write_eval_report(results, metrics, skipped, args.report, cards=args.report_samples)
         print(f"report: {path}", file=sys.stderr)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """Print the comparison table of ``--compare``'s metrics files; write it to ``--out`` and the chart to
+    ``--chart`` when given."""
+    from ..eval_mm.compare import compare
+
+    table = compare(
+        [Path(p) for p in args.compare],
+        table_out=Path(args.out) if args.out else None,
+        chart_out=Path(args.chart) if args.chart else None,
+    )
+    print(table, end="")
+    for what, path in (("table", args.out), ("chart", args.chart)):
+        if path:
+            print(f"{what}: {path}", file=sys.stderr)
     return 0

@@ -1,10 +1,8 @@
-"""Options shared by ``qwenvl-train chat`` and ``qwenvl-train eval`` (standard library only: the CLI stays fast)."""
+"""Options shared by ``qwenvl-train chat``, ``eval`` and ``serve`` (standard library only: the CLI stays fast)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable
 from typing import Any
 
 DTYPES = ("auto", "bf16", "fp16", "fp32")  # see inference.loading.torch_dtype
@@ -66,25 +64,3 @@ def generation_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "greedy", False) or not getattr(args, "sample", True):
         overrides["do_sample"] = False
     return overrides
-
-
-def known_errors() -> tuple[type[Exception], ...]:
-    """Errors that are the user's to fix: printed as one line, exit status 1 (imported only when needed)."""
-    from ..data.errors import ImageError
-    from ..format.markup import PromptError
-    from .evaluate import EvalDataError
-    from .generation import GenerationSettingsError
-    from .loading import LoadError
-
-    return (ImageError, EvalDataError, GenerationSettingsError, LoadError, PromptError, FileNotFoundError)
-
-
-def run_reporting_errors(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run ``command``; a known error becomes ``error: ...`` on stderr and exit status 1."""
-    try:
-        return command(args)
-    except Exception as exc:
-        if isinstance(exc, known_errors()):
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        raise

@@ -13,16 +13,11 @@ latest picture (rewritten after each answer in the loop).
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from typing import Any
 
-from .cli_common import (
-    add_generation_arguments,
-    add_model_arguments,
-    generation_overrides,
-    run_reporting_errors,
-)
+from ..errors import UserError
+from .model_options import add_generation_arguments, add_model_arguments, generation_overrides
 
 COMMANDS_HELP = "(:clear forgets the history, :quit or Ctrl-D ends)"
 
@@ -48,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--draw", metavar="OUT.png", help="draw the answer's boxes on the latest picture")
     add_generation_arguments(parser, greedy_default=False)
-    parser.set_defaults(func=functools.partial(run_reporting_errors, run))
+    parser.set_defaults(func=run)
     return parser
 
 
@@ -69,9 +64,11 @@ def draw(tokenizer: Any, response: str, history: list[tuple[str, Any]], out: str
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, then answer the question or run the interactive loop."""
+    from ..inference.loading import load_for_inference, resolve_folders
+
+    resolve_folders(args.model, args.adapter)  # a bad folder fails at once, before PIL and torch load
     from ..data.images import check_image_header, resolve_image
     from ..format import tokens as st
-    from .loading import load_for_inference
 
     for image in args.image:  # a missing picture fails before the weights are loaded
         check_image_header(resolve_image(image, None))
@@ -92,8 +89,6 @@ def interactive(
     model: Any, tokenizer: Any, images: list[str], system: str, settings: dict[str, Any], draw_to: str | None
 ) -> int:
     """Read questions from stdin until ``:quit`` or end of input, streaming each answer; keeps the history."""
-    from .cli_common import known_errors
-
     history: list[tuple[str, Any]] = []
     pending_images = list(images)
     print(f"Chatting with the model {COMMANDS_HELP}.", file=sys.stderr)
@@ -119,7 +114,10 @@ def interactive(
             for text in model.chat_stream(tokenizer, query, history, system=system, **settings):
                 print(text[len(shown) :], end="", flush=True)
                 shown = text
-        except known_errors() as exc:  # a bad path or markup in this question: say so and go on
+        except (
+            UserError,
+            FileNotFoundError,
+        ) as exc:  # a bad path or markup in this question: say so and go on
             print(f"\nerror: {exc}", file=sys.stderr)
             continue
         print()

@@ -1,4 +1,5 @@
-"""``qwenvl-train convert --from FORMAT SRC... --out FILE.jsonl``: the command line of the importers.
+"""``qwenvl-train convert --from FORMAT SRC... --out FILE.jsonl``: the command line of the importers
+(:mod:`qwenvl_train.data.convert`).
 
     qwenvl-train convert --from llava llava_instruct.json --image-root coco/train2017 --out data/train.jsonl
 
@@ -10,19 +11,10 @@ default) the first problem ends the command with that line and nothing is writte
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
-#: The source formats and the module reading each.
-FORMATS = {
-    "llava": ".llava",
-    "sharegpt": ".sharegpt",
-    "swift": ".swift",
-    "coco": ".coco",
-    "refcoco": ".refcoco",
-    "parquet": ".parquet",
-}
+from ..data.convert.formats import FORMATS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -114,9 +106,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``convert``; prints the summary. Exit status 0 (problems under ``--on-error skip`` included)."""
-    from .common import ConvertError, Job, run_conversion
+    from ..data.convert.common import ConvertError, Job, run_conversion
+    from ..data.convert.formats import format_module
 
-    module = importlib.import_module(FORMATS[args.source_format], __package__)
+    module = format_module(args.source_format)
     options = {
         k: v for k, v in vars(args).items() if k not in ("func", "command", "sources", "out", "on_error")
     }

@@ -10,13 +10,12 @@ requests in progress are told the server is stopping).
 from __future__ import annotations
 
 import argparse
-import functools
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from ..inference.cli_common import add_model_arguments, positive_int, run_reporting_errors
+from ..errors import ConfigurationError
+from .model_options import add_model_arguments, positive_int
 
 API_KEY_ENV = "QWENVL_TRAIN_API_KEY"
 
@@ -63,7 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--max-body-mb", type=positive_int, default=32, metavar="MB", help="largest request body (default 32)"
     )
-    parser.set_defaults(func=functools.partial(run_reporting_errors, run))
+    parser.set_defaults(func=run)
     return parser
 
 
@@ -71,9 +70,9 @@ def build_state(model: Any, tokenizer: Any, args: argparse.Namespace, name: str)
     """The server's state for a loaded model (also used by the tests)."""
     from ..format.render import DEFAULT_MAX_WINDOW_SIZE
     from ..inference.generation import chat_generation_config
-    from .app import ServerState
-    from .engine import Engine
-    from .images import ImagePolicy
+    from ..serve.app import ServerState
+    from ..serve.engine import Engine
+    from ..serve.images import ImagePolicy
 
     config = chat_generation_config(model)
     local = getattr(args, "allow_local_images", None)
@@ -99,14 +98,13 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.loading import load_for_inference, resolve_folders
 
     if args.allow_local_images and not Path(args.allow_local_images).is_dir():
-        print(f"error: --allow-local-images {args.allow_local_images}: not a folder", file=sys.stderr)
-        return 1
+        raise ConfigurationError(f"--allow-local-images {args.allow_local_images}: not a folder")
     model_dir, adapter_dir = resolve_folders(
         args.model, args.adapter
     )  # a bad folder fails before the imports
     import uvicorn
 
-    from .app import create_app
+    from ..serve.app import create_app
 
     name = args.name or (adapter_dir or model_dir).resolve().name
     model, tokenizer = load_for_inference(args.model, args.adapter, args.dtype, args.device)
