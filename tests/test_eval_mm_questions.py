@@ -126,17 +126,18 @@ def test_each_family_builds_the_original_prompt_text(tmp_path: Path) -> None:
     cap, _ = read_questions(get_benchmark("flickr"), caption_file(tmp_path), tmp_path)
     assert [(q.id, q.prompt) for q in cap][2] == (42, "<img>img2.png</img>Describe the image in English:")
     mme, _ = read_questions(get_benchmark("mme"), mme_folder(tmp_path), tmp_path)
-    assert len(mme) == 8 and mme[0].id == "color/0" and mme[4].id == "count/0"
+    # calculation.py's task order (count before color); ids: the task and the 0-based line of its file.
+    assert [q.id for q in mme] == [f"{task}/{i}" for task in ("count", "color") for i in range(4)]
     assert (
-        mme[1].prompt == "<img>images/color/img0.png</img>\nIs there a blue square? Please answer yes or no."
+        mme[5].prompt == "<img>images/color/img0.png</img>\nIs there a blue square? Please answer yes or no."
     )
-    assert mme[1].fields == {
+    assert mme[5].fields == {
         "task": "color",
         "image": "img0.png",
         "question": "Is there a blue square? Please answer yes or no.",
         "gt_answer": "No",
     }
-    assert mme[1].images == [str(tmp_path / "images" / "color" / "img0.png")]
+    assert mme[5].images == [str(tmp_path / "images" / "color" / "img0.png")]
 
 
 def test_relative_pictures_default_to_the_current_directory(tmp_path: Path, monkeypatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,15 @@ from pathlib import Path
 import pytest
 
 import qwenvl_train.eval_mm.runner as runner
-from eval_mm_fixtures import vqa_file, write_jsonl
+from eval_mm_fixtures import (
+    caption_file,
+    mme_folder,
+    refcoco_file,
+    scienceqa_file,
+    seed_file,
+    vqa_file,
+    write_jsonl,
+)
 from qwenvl_train.errors import ConfigurationError
 from qwenvl_train.eval_mm.catalog import get_benchmark
 from qwenvl_train.eval_mm.prediction_log import (
@@ -163,23 +172,92 @@ def test_bad_questions_stop_the_run_or_are_skipped_and_counted(tiny_model_dir: P
     assert json.loads(out.read_text()) == result
 
 
-def test_generate_then_score_when_the_scorer_is_there(tiny_model_dir: Path, tmp_path: Path) -> None:
-    pytest.importorskip("qwenvl_train.eval_mm.scoring")
-    data = vqa_file(tmp_path, 4)
+def vqa_official_files(folder: Path, data: Path) -> tuple[Path, Path]:
+    """The official questions and annotations JSON for the questions of ``data`` (ten human answers each)."""
+    ids = [json.loads(line)["question_id"] for line in data.read_text().splitlines()]
+    questions = folder / "questions.json"
+    questions.write_text(json.dumps({"questions": [{"question_id": i, "question": "q"} for i in ids]}))
+    annotations = folder / "annotations.json"
+    annotations.write_text(
+        json.dumps(
+            {
+                "annotations": [
+                    {
+                        "question_id": i,
+                        "image_id": 0,
+                        "answer_type": "other",
+                        "question_type": "what",
+                        "answers": [{"answer": "x", "answer_id": j + 1} for j in range(10)],
+                    }
+                    for i in ids
+                ]
+            }
+        )
+    )
+    return questions, annotations
+
+
+def four_vqa(folder: Path) -> Path:
+    return vqa_file(folder, 4)
+
+
+FAMILIES = [
+    ("textvqa_val", vqa_file, 11),
+    ("docvqa_val", four_vqa, 4),  # 100 new tokens each: fewer questions
+    ("chartqa_test_augmented", four_vqa, 4),
+    ("gqa_testdev", vqa_file, 11),
+    ("ai2diagram_test", vqa_file, 11),
+    ("ocrvqa_test", four_vqa, 4),
+    ("scienceqa_test_img", scienceqa_file, 3),
+    ("seed_bench_image", seed_file, 3),
+    ("refcoco+_val", refcoco_file, 3),
+    ("nocaps", caption_file, 3),
+    ("mme", mme_folder, 8),
+    ("vizwiz_test", vqa_file, 11),
+]
+
+
+@pytest.mark.parametrize(("name", "write", "count"), FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_every_family_generates_then_scores_end_to_end(
+    name: str, write, count: int, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The tiny model answers every question and the scorer finds an answer for each: the ids line up."""
+    if name == "nocaps":
+        pytest.importorskip("pycocoevalcap")
+    model = tiny_model_dir
+    if (
+        name == "mme"
+    ):  # model.chat's settings: the chat generation_config's 512 new tokens would take minutes here
+        model = Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+        config = json.loads((model / "generation_config.json").read_text())
+        (model / "generation_config.json").write_text(json.dumps({**config, "max_new_tokens": 6}))
+    data = write(tmp_path)
+    questions = annotations = None
+    if name == "textvqa_val":
+        questions, annotations = vqa_official_files(tmp_path, data)
     out = tmp_path / "metrics.json"
     run = BenchmarkRun(
-        "ocrvqa_val",
-        data,
-        image_root=tmp_path,
-        model=str(tiny_model_dir),
-        out=out,
-        device="cpu",
+        name, data, questions=questions, annotations=annotations, image_root=tmp_path, model=str(model),
+        out=out, batch_size=2, save_predictions=tmp_path / "preds.jsonl", device="cpu", dtype="fp32",
         progress=False,
-    )
+    )  # fmt: skip
     result = run_benchmark(run)
-    assert result["benchmark"] == "ocrvqa_val" and result["num_questions"] == 4
-    assert "accuracy" in result["metrics"] and result["num_skipped"] == 0
+    assert (result["benchmark"], result["num_questions"], result["num_missing"]) == (name, count, 0)
+    assert result["num_predictions"] == count and result.get("num_unknown", 0) == 0
+    bench = get_benchmark(name)
+    if bench.metric is None:
+        assert result["metrics"] == {}
+    else:
+        assert bench.metric in result["metrics"]
+        assert all(value >= 0 for value in result["metrics"].values())
     assert json.loads(out.read_text())["metrics"] == result["metrics"]
+    # Scoring the saved predictions again, without a model, gives the same numbers.
+    again = run_benchmark(
+        BenchmarkRun(
+            name, data, questions=questions, annotations=annotations, predictions=tmp_path / "preds.jsonl"
+        )
+    )
+    assert again["metrics"] == result["metrics"] and again["num_missing"] == 0
 
 
 @pytest.mark.slow

@@ -5,14 +5,16 @@
 Each family reads its own layout (the file is the one the original reads, unchanged):
 
 - VQA-style (``vqa``, ``anls``, ``relaxed``, ``gqa``, ``exact``, ``server``): JSON Lines with ``image``,
-  ``question`` and ``question_id``; the prompt is ``<img>{image}</img>{question} Answer:``.
+  ``question`` and ``question_id``; the prompt is ``<img>{image}</img>{question} Answer:``. ChartQA, whose
+  original results name no question, is named by its line number, as the scorer matches it.
 - ``grounding``: JSON Lines with ``image`` and ``sent``; ``<img>{image}</img><ref>{sent}</ref><box>``. The lines
   carry no id: a question is its 0-based line number.
 - ``choice``: ScienceQA (``image``, ``hint`` (empty: ``N/A``), ``question``, ``choices``, ``answer``; the options
   lettered ``A. x`` and joined by newlines; id: the line number) or SEED (the ready-made ``prompt`` with its
   picture inside, and ``question_id``).
 - ``caption``: the COCO-style JSON whose ``images`` list holds ``id`` and ``image``.
-- ``mme``: MME's eval_tool task files (a folder of ``<task>.txt``, or one of them): ``image<TAB>question<TAB>
+- ``mme``: MME's eval_tool task files (a folder of ``<task>.txt`` for the 14 tasks of ``calculation.py``, in its
+  order, or one such file): ``image<TAB>question<TAB>
   answer`` lines, the picture at ``images/<task>/<image>`` as the original's ``get_images.py`` lays them out; the
   query is ``<img>images/<task>/<image></img>\\n{question}``; id ``<task>/<line>``.
 
@@ -34,6 +36,7 @@ from ..data.images import is_url, resolve_image
 from ..errors import UserError
 from ..format.markup import Image, PromptError, read_prompt
 from .catalog import Benchmark
+from .gold import mme_task_files
 
 OnError = Literal["stop", "skip"]
 #: ``evaluate_multiple_choice.py``'s letters: ScienceQA has at most five options.
@@ -125,15 +128,22 @@ def _lines(path: Path) -> Iterator[_Line]:
         raise QuestionError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
         raise QuestionError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    for number, row in enumerate(text.splitlines()):
-        yield _Line(path, number, row)
+    rows = text.splitlines()
+    while rows and not rows[-1].strip():
+        rows.pop()
+    for number, row in enumerate(rows):
+        line = _Line(path, number, row)
+        if not row.strip():
+            raise line.error("empty line inside the file (line numbers name questions)")
+        yield line
 
 
 def _vqa(bench: Benchmark, line: _Line, image_root: Path | None) -> Question:
     data = line.json()
     image = _require(line, data, "image")
     question = _require(line, data, "question")
-    qid = _require(line, data, "question_id", (str, int))
+    # Where the original's results name no question (ChartQA), the scorer matches by line: the id is the line.
+    qid = line.number if not bench.id_key else _require(line, data, "question_id", (str, int))
     prompt = bench.prompt.format(image, question)
     return Question(qid, line.number, line.source, prompt, [_image(line, image, image_root)])
 
@@ -231,23 +241,12 @@ def _captions(
     return questions, skipped
 
 
-def mme_task_files(data: Path) -> list[Path]:
-    """MME's task files: ``data`` itself, or the ``*.txt`` files of the folder ``data`` by name."""
-    if data.is_dir():
-        files = sorted(p for p in data.iterdir() if p.suffix == ".txt" and p.is_file())
-        if not files:
-            raise QuestionError(f"{data}: no MME task files (<task>.txt) in this folder")
-        return files
-    return [data]
-
-
 def _mme(
     bench: Benchmark, data: Path, image_root: Path | None, on_error: OnError
 ) -> tuple[list[Question], list[str]]:
     questions: list[Question] = []
     skipped: list[str] = []
-    for path in mme_task_files(data):
-        task = path.stem
+    for task, path in mme_task_files(data):
         for line in _lines(path):
             try:
                 parts = line.text.strip().split("\t")

@@ -249,23 +249,7 @@ def _prepare(
 # The whole run --------------------------------------------------------------------------------------------------
 
 
-def _score(
-    run: BenchmarkRun,
-    bench: Benchmark,
-    predictions: Path | list[dict[str, Any]],
-    num_questions: int | None = None,
-) -> dict:
-    if bench.family == "server":
-        if num_questions is None:
-            num_questions = _count_questions(run, bench)
-        count = len(read_records(predictions) if isinstance(predictions, Path) else predictions)
-        return {
-            "benchmark": bench.name,
-            "num_questions": num_questions,
-            "num_predictions": count,
-            "metrics": {},
-            "note": f"{bench.name} is scored by its official evaluation server: submit the predictions there",
-        }
+def _score(run: BenchmarkRun, bench: Benchmark, predictions: Path | list[dict[str, Any]]) -> dict[str, Any]:
     from .scoring import score_benchmark
 
     return score_benchmark(
@@ -367,18 +351,11 @@ def run_benchmark(run: BenchmarkRun) -> dict[str, Any]:
             predictions = [r for rank_records, _ in gathered for r in rank_records]
         predictions.sort(key=lambda r: order.get(record_id(bench, r) or "", len(order)))
         skipped += [line for _, rank_skipped in gathered for line in rank_skipped]
-        result = _score(run, bench, predictions, len(questions) + len(skipped))
+        result = _score(run, bench, predictions)
+        result["num_predictions"] = len(predictions)
         result["num_skipped"] = len(skipped)
         result["skipped"] = skipped
         if run.out is not None:
             _write_out(run.out, result)
     barrier(world_size)
     return result
-
-
-def _count_questions(run: BenchmarkRun, bench: Benchmark) -> int:
-    try:
-        questions, skipped = read_questions(bench, run.data, run.image_root, "skip")
-    except QuestionError:
-        return 0
-    return len(questions) + len(skipped)
