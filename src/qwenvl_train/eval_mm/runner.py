@@ -308,7 +308,7 @@ def run_benchmark(run: BenchmarkRun) -> dict[str, Any]:
         return result
 
     from ..inference.loading import load_for_inference
-    from .sharding import barrier, gather_to_all, init_distributed, local_device, shard
+    from .sharding import barrier, close_distributed, gather_to_all, init_distributed, local_device, shard
 
     device = run.device or local_device()
     rank, world_size = init_distributed(device)
@@ -358,4 +358,5 @@ def run_benchmark(run: BenchmarkRun) -> dict[str, Any]:
         if run.out is not None:
             _write_out(run.out, result)
     barrier(world_size)
+    close_distributed()
     return result

@@ -6,7 +6,8 @@ Each rank takes one contiguous shard; the shards' sizes differ by at most one (t
 one more), and every question is in exactly one shard. The original's ``InferenceSampler`` split the same way but
 its grounding loader's ``drop_last=True`` then dropped the tail of each shard; nothing is dropped here.
 
-A single process (no ``WORLD_SIZE``, or 1) is rank 0 of 1 and needs no process group.
+A single process (no ``WORLD_SIZE``, or 1) is rank 0 of 1 and needs no process group. A rank that fails ends the
+run: torchrun stops the other ranks, so none waits forever at the final gather.
 """
 
 from __future__ import annotations
@@ -38,9 +39,13 @@ def local_device() -> str:
     return "cpu"
 
 
+_joined_here = False  # whether init_distributed made the process group (then close_distributed ends it)
+
+
 def init_distributed(device: str) -> tuple[int, int]:
     """``(rank, world_size)``, joining torchrun's process group first when launched by it (nccl on a GPU, gloo on
     CPU)."""
+    global _joined_here
     import torch.distributed as dist
 
     if launched_world_size() <= 1:
@@ -51,7 +56,18 @@ def init_distributed(device: str) -> tuple[int, int]:
 
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        _joined_here = True
     return dist.get_rank(), dist.get_world_size()
+
+
+def close_distributed() -> None:
+    """Leave the process group :func:`init_distributed` made (one made by the caller is left alone)."""
+    global _joined_here
+    if _joined_here:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+        _joined_here = False
 
 
 def gather_to_all(obj: Any, world_size: int) -> list[Any]:
