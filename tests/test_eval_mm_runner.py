@@ -35,7 +35,6 @@ from qwenvl_train.eval_mm.sharding import shard
 from train_fixtures import cpu_env, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKER = Path(__file__).with_name("eval_mm_dist_worker.py")
 
 
 @pytest.mark.parametrize("total", [0, 1, 2, 5, 7, 10, 11, 100])
@@ -262,17 +261,20 @@ def test_every_family_generates_then_scores_end_to_end(
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_answer_every_question_once(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """``torchrun --nproc_per_node 2 -m qwenvl_train eval --benchmark ...``, the command as a user runs it."""
     data = vqa_file(tmp_path)  # 11 questions: shards of 6 and 5, batches of 2 (the last one short)
     single = tmp_path / "single.jsonl"
     run_benchmark(server_run(data, tiny_model_dir, single))
-    two = tmp_path / "two.jsonl"
-    out = tmp_path / "two.json"
+    two, out = tmp_path / "two.jsonl", tmp_path / "two.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           str(WORKER), "vqav2_testdev", str(data), str(tiny_model_dir), str(two), str(out)]  # fmt: skip
+           "-m", "qwenvl_train", "eval", "--benchmark", "vqav2_testdev", "--data", str(data), "--image-root",
+           str(tmp_path), "--model", str(tiny_model_dir), "--save-predictions", str(two), "--out", str(out),
+           "--batch-size", "2"]  # fmt: skip
     proc = subprocess.run(cmd, env=cpu_env(), cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-5000:]
-    assert "{}" in proc.stdout.splitlines()  # rank 1 answered its shard and left scoring to rank 0
     assert read_records(two) == read_records(single)
     assert not list(tmp_path.glob("two.jsonl.rank*.part"))  # merged, then removed
     result = json.loads(out.read_text())
-    assert (result["num_questions"], result["num_predictions"]) == (11, 11)
+    assert (result["num_questions"], result["num_predictions"], result["num_missing"]) == (11, 11, 0)
+    # Rank 0 alone prints the table.
+    assert proc.stdout.count("vqav2_testdev (original scoring): 11 question(s), 0 missing") == 1
