@@ -24,12 +24,13 @@ from pathlib import Path
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 COMMANDS = ["check-data", "chat", "eval", "merge", "make-tiny", "vocab"]
-#: A wrong ``--model`` for each command that loads a model (the data file of eval is never read).
+#: A wrong ``--model`` for each command that loads a model (``DATA``: a valid conversations file for eval).
 WRONG_MODEL = {
     "chat": ["chat", "--model", "no-such-model", "Hello"],
-    "eval": ["eval", "--model", "no-such-model", "--data", "no-such-data.json"],
+    "eval": ["eval", "--model", "no-such-model", "--data", "DATA"],
     "serve": ["serve", "--model", "no-such-model"],
 }
+CONVERSATION = '[{"id": "a", "conversations": [{"from": "user", "value": "Hi"}, {"from": "assistant", "value": "Hello"}]}]'
 
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -74,7 +75,10 @@ def main() -> None:
         report("qwenvl-train --help", [*cli, "--help"], env, args.repeat)
         for command in COMMANDS:
             report(f"qwenvl-train {command} --help", [*cli, command, "--help"], env, args.repeat)
+        data = Path(cache) / "data.json"
+        data.write_text(CONVERSATION, encoding="utf-8")
         for command, argv in WRONG_MODEL.items():
+            argv = [str(data) if arg == "DATA" else arg for arg in argv]
             report_error(f"{command} with a wrong --model", [*cli, *argv], env, args.repeat)
         report("train --help (cold cache)", [*cli, "train", "--help"], env, 1)
         report("train --help (warm cache)", [*cli, "train", "--help"], env, args.repeat)

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qwenvl_train.data.engine.chunks import Assembler, ChunkScan
-from qwenvl_train.data.engine.columns import ScanResult, result_columns
+from qwenvl_train.data.engine.columns import result_columns
 from qwenvl_train.data.engine.records import FileRecords, sample_from_record
+from qwenvl_train.data.engine.result import ScanResult
 from qwenvl_train.data.engine.samples import SampleScan, check_image
 from qwenvl_train.data.options import DataOptions
 from qwenvl_train.format.sample import DataProblem, Sample

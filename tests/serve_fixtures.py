@@ -49,7 +49,7 @@ def running_server(model: Any, tokenizer: Any, name: str = "tiny", **options: An
     finally:
         server.should_exit = True
         thread.join(STOP_TIMEOUT_S)
-        state.engine.close()
+        state.batcher.close()
         sock.close()
 
 

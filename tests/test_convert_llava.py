@@ -146,7 +146,7 @@ def test_source_and_option_problems_are_one_line(tmp_path, capsys) -> None:
     assert convert(capsys, "--from", "llava", absent, "--out", out)[2] == f"error: {absent}: no such file\n"
     assert not out.exists()
     code, _, stderr = convert(capsys, "--from", "llava", absent, "--out", out, "--images-out", tmp_path / "i")
-    assert stderr == "error: --images-out is for data carrying image bytes (parquet), not llava\n"
+    assert stderr == "error: --images-out is for data carrying image bytes (parquet, openai), not llava\n"
     assert convert(capsys, "--from", "sharegpt", absent, "--out", out, "--dataset", "x")[2] == (
         "error: --dataset names an entry of --dataset-info: give that file too\n"
     )

@@ -24,7 +24,7 @@ import qwenvl_train.data.engine.pipeline as pipeline
 from qwenvl_train.data import DataOptions, scan
 from qwenvl_train.data.check import check_data
 from qwenvl_train.data.engine.cache import SCAN_MODULES, code_fingerprint
-from qwenvl_train.data.engine.columns import META_FILE
+from qwenvl_train.data.engine.result import META_FILE
 from qwenvl_train.tokenizer import QwenVLTokenizer
 from scan_fixtures import read_file
 from train_fixtures import cpu_args, cpu_env, free_port, write_dataset

@@ -4,7 +4,10 @@ pattern grows elsewhere in the package.
 A scan of the source (its string and number constants, docstrings and comments left out, since they may name the
 format): a literal ``<|im_start|>`` / ``<|im_end|>`` outside ``format/`` would be a second renderer; an
 ``IGNORE_INDEX =`` or a ``-100`` outside ``format/render.py`` a second label constant; a pattern matching the
-markup tags (``<(/?)(img|ref|box|quad)>`` and the like) outside ``format/markup.py`` a second tag scanner.
+markup tags (``<(/?)(img|ref|box|quad)>`` and the like) outside ``format/markup.py`` a second tag scanner; the tag
+constants (``IMG_START``, ``BOX_END``...) used or a ``Picture N:`` written outside ``format/`` a second writer of
+the markup (``format.markup``'s writers are the one home: ``image_markup``, ``grounding_markup``,
+``from_list_format``...).
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ CHATML_LITERALS = ("<|im_start|>", "<|im_end|>")
 _TAG = r"(?:img|ref|box|quad)"
 #: What a pattern for the markup tags looks like: an optional slash after "<", or an alternation of tag names.
 TAG_PATTERN = re.compile(rf"<(?:\(?/\?\)?|\[/\]\?)\(?(?:\?:)?{_TAG}|{_TAG}\s*\|\s*{_TAG}")
+#: The text constants of the markup tags in ``format.tokens``: writing them is ``format.markup``'s.
+TAG_CONSTANTS = {f"{tag}_{side}" for tag in ("IMG", "REF", "BOX", "QUAD") for side in ("START", "END")}
+#: The start of the text standing for a picture (``Picture 1: <img>...``).
+PICTURE_LITERAL = re.compile(r"^Picture \d*")
 
 
 def _docstrings(tree: ast.Module) -> set[int]:
@@ -63,6 +70,19 @@ def _label_constants(tree: ast.Module) -> Iterator[tuple[int, str]]:
                     yield node.lineno, f"{target.id} ="
 
 
+def _tag_constants(tree: ast.Module) -> Iterator[tuple[int, str]]:
+    """Every use or import of a tag constant (``st.IMG_START``, ``from ..format.tokens import BOX_END``)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in TAG_CONSTANTS:
+            yield node.lineno, node.attr
+        elif isinstance(node, ast.Name) and node.id in TAG_CONSTANTS:
+            yield node.lineno, node.id
+        elif isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if alias.name in TAG_CONSTANTS:
+                    yield node.lineno, alias.name
+
+
 def offences(package: Path) -> list[str]:
     """One line per place that defines a piece of the format outside its home."""
     found: list[str] = []
@@ -73,9 +93,18 @@ def offences(package: Path) -> list[str]:
         for line, value in _strings(tree):
             if not in_format and any(literal in value for literal in CHATML_LITERALS):
                 found.append(f"{where}:{line}: ChatML literal {value!r} (use qwenvl_train.format.tokens)")
+            if not in_format and PICTURE_LITERAL.match(value):
+                found.append(
+                    f"{where}:{line}: picture literal {value!r} (use qwenvl_train.format.markup.image_markup)"
+                )
             if path != FORMAT / "markup.py" and TAG_PATTERN.search(value):
                 found.append(
                     f"{where}:{line}: markup tag pattern {value!r} (use qwenvl_train.format.markup.find_tag)"
+                )
+        if not in_format:
+            for line, name in _tag_constants(tree):
+                found.append(
+                    f"{where}:{line}: tag constant {name} (use the writers of qwenvl_train.format.markup)"
                 )
         if path != FORMAT / "render.py":
             for line, what in _label_constants(tree):
@@ -100,6 +129,12 @@ def test_the_format_is_defined_only_in_the_format_package() -> None:
         ('import re\nTAGS = re.compile(r"<(/?)(img|ref|box|quad)>")\n', "markup tag pattern"),
         ('import re\nBOX = re.compile("</?box>")\n', "markup tag pattern"),
         ('PATTERN = r"<(ref|box)>"\n', "markup tag pattern"),
+        (
+            "from ..format import tokens as st\nA = st.IMG_START + path + st.IMG_END\n",
+            "tag constant IMG_START",
+        ),
+        ("from ..format.tokens import BOX_START\n", "tag constant BOX_START"),
+        ('QUERY = f"Picture {n}: {x}"\n', "picture literal"),
     ],
 )
 def test_a_planted_copy_is_found(tmp_path: Path, planted: str, expected: str | None) -> None:

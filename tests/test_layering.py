@@ -7,7 +7,8 @@
 - every sub-command in ``commands/``: no parser registered (``def add_parser``, ``.add_parser(...)``,
   ``add_subparsers``) anywhere else but ``cli.py``;
 - the use layer's one order inside it: ``inference`` never imports ``reports`` (the reports draw and score what
-  inference produced).
+  inference produced);
+- the scan engine (``data/engine/``) in files of at most ``ENGINE_MAX_LINES`` lines, one concern each.
 
 Each violation is one line. ``python tests/test_layering.py`` prints them all.
 """
@@ -31,6 +32,7 @@ LAYERS = {
     "import_hooks": 1,
     "quiet": 1,
     "vocab": 1,
+    "disk_full": 1,
     # 2: the Qwen-VL text format, pure Python.
     "format": 2,
     # 3: the tokenizer and the model, and their registration with the transformers Auto factories (its hook
@@ -69,6 +71,9 @@ EXCEPTIONS = {
 
 #: Parts of one layer that must not import another part of it: (importer, imported).
 SAME_LAYER_FORBIDDEN = {("inference", "reports")}
+
+#: The longest a module of the scan engine may be (a longer one mixes concerns: split it).
+ENGINE_MAX_LINES = 450
 
 #: Where sub-commands are registered: the commands package and the CLI that lists them.
 COMMAND_HOMES = ("commands", "cli")
@@ -307,6 +312,16 @@ def test_inference_never_imports_reports() -> None:
 
 def test_every_command_is_in_commands() -> None:
     check(parsers_outside_commands())
+
+
+def test_scan_engine_files_stay_small() -> None:
+    engine = ROOT / PACKAGE / "data" / "engine"
+    long = {
+        p.name: n
+        for p in sorted(engine.glob("*.py"))
+        if (n := len(p.read_text().splitlines())) > ENGINE_MAX_LINES
+    }
+    assert not long, f"data/engine/ modules over {ENGINE_MAX_LINES} lines (split them): {long}"
 
 
 def test_the_exception_is_what_it_says() -> None:

@@ -166,7 +166,7 @@ def test_boxes_field_through_the_server(loaded, monkeypatch) -> None:
     """A scripted answer with a box, an unfinished one and a malformed one: all reported, pixels on picture 1."""
     from qwenvl_train.format import tokens as st
     from qwenvl_train.format.render import encode_markup
-    from qwenvl_train.serve import engine
+    from qwenvl_train.serve import batcher
 
     model, tokenizer = loaded
     answer = (
@@ -181,7 +181,7 @@ def test_boxes_field_through_the_server(loaded, monkeypatch) -> None:
         counters[id(sampling)] = (sampling, step + 1)
         return script[step] if step < len(script) else st.IM_END_ID
 
-    monkeypatch.setattr(engine, "pick", scripted)
+    monkeypatch.setattr(batcher, "pick", scripted)
     with running_server(model, tokenizer) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", timeout=60, max_retries=0)
         message = image_message("Where is the square?")
@@ -229,4 +229,4 @@ def test_api_key_from_the_environment(loaded, monkeypatch) -> None:
     try:
         assert state.api_key == "from-env"
     finally:
-        state.engine.close()
+        state.batcher.close()

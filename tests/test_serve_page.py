@@ -80,7 +80,7 @@ def test_chat_page_in_chromium(demo_model: Path, tmp_path: Path, monkeypatch) ->
     from qwenvl_train.format import tokens as st
     from qwenvl_train.format.render import encode_markup
     from qwenvl_train.inference.loading import load_for_inference
-    from qwenvl_train.serve import engine
+    from qwenvl_train.serve import batcher
 
     random.seed(0)
     shape = Shape("red", "circle", 62, 118, 162, 218)
@@ -96,7 +96,7 @@ def test_chat_page_in_chromium(demo_model: Path, tmp_path: Path, monkeypatch) ->
         steps[id(sampling)] = (sampling, step + 1)
         return script[step] if step < len(script) else st.IM_END_ID
 
-    monkeypatch.setattr(engine, "pick", scripted)
+    monkeypatch.setattr(batcher, "pick", scripted)
     browser = None
     with running_server(model, tokenizer, name="demo") as url:
         try:
@@ -131,7 +131,7 @@ def test_chat_page_in_chromium(demo_model: Path, tmp_path: Path, monkeypatch) ->
                 browser.screenshot(Path(screenshot))
             # A second turn with a pasted picture: it is Picture 2, the history goes with the question.
             sent: list[dict] = []
-            monkeypatch.setattr(engine.Engine, "submit", recording(engine.Engine.submit, sent))
+            monkeypatch.setattr(batcher.Batcher, "submit", recording(batcher.Batcher.submit, sent))
             browser.evaluate(PASTE_A_PICTURE)
             browser.wait_for("document.querySelectorAll('#attachments img').length === 1")
             browser.evaluate(

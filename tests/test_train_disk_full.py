@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import save_file
 
 import qwenvl_train.training.run as run
+from qwenvl_train.disk_full import DiskFullError, is_disk_full, resume_advice, saving
 from qwenvl_train.tokenizer import QwenVLTokenizer
-from qwenvl_train.training.disk_full import DiskFullError, is_disk_full, resume_advice, saving
 from train_fixtures import cpu_args, write_dataset
 
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from qwenvl_train.training.prepare import part_of
+from qwenvl_train.model.parameter_names import part_of
 from train_fixtures import cpu_env, free_port, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

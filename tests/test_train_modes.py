@@ -15,8 +15,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from qwenvl_train.model.parameter_names import matches_target, part_of
 from qwenvl_train.training import train
-from qwenvl_train.training.prepare import count_parameters, matches_target, part_of
+from qwenvl_train.training.prepare import count_parameters
 from qwenvl_train.training.summary import format_count
 from train_fixtures import cpu_args, logged_losses, write_dataset
 
@@ -42,7 +43,10 @@ def test_lora_target_rule_is_written_once() -> None:
     places = [(path.name, line.strip()) for path in sorted(src.rglob("*.py"))
               for line in path.read_text().splitlines() if 'endswith("." +' in line]  # fmt: skip
     assert places == [
-        ("prepare.py", 'return any(name == target or name.endswith("." + target) for target in targets)')
+        (
+            "parameter_names.py",
+            'return any(name == target or name.endswith("." + target) for target in targets)',
+        )
     ]
 
 

@@ -20,10 +20,10 @@ from safetensors import safe_open
 import qwenvl_train.training.preflight as preflight
 import qwenvl_train.training.run as run
 from qwenvl_train.cli import main
+from qwenvl_train.disk_full import format_bytes
 from qwenvl_train.errors import CheckpointError, ConfigurationError
 from qwenvl_train.training import parse_args
 from qwenvl_train.training.base_checkpoint import detect_kind, quant_method, resolve_kind
-from qwenvl_train.training.summary import format_bytes
 from train_fixtures import cpu_args, one_line, write_dataset
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

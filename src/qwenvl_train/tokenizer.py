@@ -207,29 +207,12 @@ class QwenVLTokenizer(PreTrainedTokenizer):
 
     @staticmethod
     def from_list_format(items: Iterable[dict[str, Any]]) -> str:
-        """Render ``[{"image": path}, {"text": ...}, {"ref": ..., "box": [(x1, y1, x2, y2), ...]}]`` as query text.
-
-        Images become ``Picture N: <img>path</img>\\n`` (numbered from 1), text is kept as is, and each box
-        ``<box>(x1,y1),(x2,y2)</box>`` after an optional ``<ref>..</ref>``, as the original tokenizer did.
+        """Render ``[{"image": path}, {"text": ...}, {"ref": ..., "box": [(x1, y1, x2, y2), ...]}]`` as query text,
+        as the original tokenizer did: ``Picture N: <img>path</img>\\n`` per image (numbered from 1), text as is,
+        ``<ref>..</ref>`` then one ``<box>(x1,y1),(x2,y2)</box>`` per box. Nothing is checked; an item with none
+        of those keys is a ``ValueError``. See ``qwenvl_train.format.markup.from_list_format``.
         """
-        text = ""
-        n_images = 0
-        for item in items:
-            if "image" in item:
-                n_images += 1
-                text += f"Picture {n_images}: {st.IMG_START}{item['image']}{st.IMG_END}\n"
-            elif "text" in item:
-                text += item["text"]
-            elif "box" in item:
-                if "ref" in item:
-                    text += f"{st.REF_START}{item['ref']}{st.REF_END}"
-                for x1, y1, x2, y2 in item["box"]:
-                    text += f"{st.BOX_START}({int(x1)},{int(y1)}),({int(x2)},{int(y2)}){st.BOX_END}"
-            else:
-                raise ValueError(
-                    f"from_list_format: unsupported element {item!r} (expected image, text or box)"
-                )
-        return text
+        return markup.from_list_format(items)
 
     @staticmethod
     def to_list_format(text: str) -> list[dict[str, str]]:

@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``convert`` to the ``qwenvl-train`` sub-commands."""
     p = sub.add_parser(
         "convert",
-        help="convert LLaVA, ShareGPT, ms-swift, parquet, COCO or RefCOCO data to the conversations format",
+        help="convert LLaVA, ShareGPT, ms-swift, parquet, COCO, RefCOCO or OpenAI chat data to the conversations "
+        "format",
         description="Convert data in the formats people already have to the original conversations format "
         "(JSON Lines) that check-data and train read; boxes become Qwen-VL's [0, 1000) integers from each image's "
         "real size.",
@@ -45,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="DIR",
-        help="folder to write image bytes carried in the data to (parquet)",
+        help="folder to write image bytes carried in the data to (parquet; openai's data: URLs and --download)",
     )
     p.add_argument(
         "--on-error",
@@ -60,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="FILE",
-        help="LLaMA-Factory's dataset_info.json: its entry names the columns and role tags (and the file, when "
+        help="LLaMA-Factory's dataset_info.json (or a v1 dataset .yaml): its entry names the columns and role tags (and the file, when "
         "no SRC is given)",
     )
     g.add_argument(
@@ -68,6 +69,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="the entry of --dataset-info to use (needed when it has several)",
+    )
+    g = p.add_argument_group("openai")
+    g.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch http(s) image URLs once (public addresses only, with the server's size and time limits) into "
+        "--images-out, instead of keeping the URLs",
     )
     g = p.add_argument_group("coco and refcoco")
     g.add_argument(
@@ -106,7 +114,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``convert``; prints the summary. Exit status 0 (problems under ``--on-error skip`` included)."""
-    from ..data.convert.common import ConvertError, Job, run_conversion
+    from ..data.convert.common import Conversion, ConvertError, run_conversion
     from ..data.convert.formats import format_module
 
     module = format_module(args.source_format)
@@ -114,15 +122,35 @@ def run(args: argparse.Namespace) -> int:
         k: v for k, v in vars(args).items() if k not in ("func", "command", "sources", "out", "on_error")
     }
     sources = [Path(s) for s in args.sources]
+    if args.download:
+        if args.source_format != "openai":
+            raise ConvertError(f"--download is for --from openai, not {args.source_format}")
+        options["fetch"] = guarded_fetch
     if hasattr(module, "setup"):  # the format's own options; may name the sources
         sources = module.setup(options, sources)
     if not sources:
         raise ConvertError("no source file given")
     if args.images_out is not None and not getattr(module, "WRITES_IMAGES", False):
         raise ConvertError(
-            f"--images-out is for data carrying image bytes (parquet), not {args.source_format}"
+            f"--images-out is for data carrying image bytes (parquet, openai), not {args.source_format}"
         )
-    job = Job(args.out, image_root=args.image_root, images_out=args.images_out, options=options)
+    job = Conversion(args.out, image_root=args.image_root, images_out=args.images_out, options=options)
     stats = run_conversion((module.items, module.convert), sources, job, args.on_error)
     print(stats.summary(args.out, args.images_out), file=sys.stdout)
     return 0
+
+
+def guarded_fetch(url: str) -> bytes:
+    """The bytes at ``url``, fetched by ``serve``'s fetcher (every address public, each redirect checked, the
+    loader's size limit, one deadline); its refusal becomes the record's one-line error."""
+    from ..data.convert.common import RecordError
+    from ..serve.fetch import ImagePolicy, fetch_url
+    from ..serve.schema import APIError
+
+    param = "image_url"
+    try:
+        return fetch_url(url, ImagePolicy(), param)
+    except APIError as exc:
+        raise RecordError(
+            f"cannot download: {exc.message.removeprefix(repr(param) + ': ')}", "download failed"
+        ) from None

@@ -62,34 +62,69 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--max-body-mb", type=positive_int, default=32, metavar="MB", help="largest request body (default 32)"
     )
+    parser.add_argument(
+        "--log-requests",
+        metavar="FILE.jsonl",
+        default=None,
+        help="append each completed chat request, with its answer, as one OpenAI-format line (pictures stored by "
+        "content hash in FILE_images/ beside it; never the API key or headers) for convert --from openai "
+        "(default: off)",
+    )
     parser.set_defaults(func=run)
     return parser
 
 
-def build_state(model: Any, tokenizer: Any, args: argparse.Namespace, name: str) -> Any:
-    """The server's state for a loaded model (also used by the tests)."""
+def open_request_log(path: str | None) -> Any:
+    """The ``--log-requests`` file opened for appending (None when not asked for).
+
+    Raises:
+        ConfigurationError: it cannot be opened (before the model loads).
+    """
+    if not path:
+        return None
+    from ..serve.request_log import RequestLog
+
+    try:
+        return RequestLog(Path(path))
+    except OSError as exc:
+        raise ConfigurationError(
+            f"--log-requests {path}: cannot open for appending ({exc.strerror or exc})"
+        ) from None
+
+
+def build_state(
+    model: Any, tokenizer: Any, args: argparse.Namespace, name: str, request_log: Any = None
+) -> Any:
+    """The server's state for a loaded model (also used by the tests; ``request_log`` is opened from
+    ``args.log_requests`` when not given)."""
     from ..format.render import DEFAULT_MAX_WINDOW_SIZE
     from ..inference.generation import chat_generation_config
     from ..serve.app import ServerState
-    from ..serve.engine import Engine
-    from ..serve.images import ImagePolicy
+    from ..serve.batcher import Batcher
+    from ..serve.fetch import ImagePolicy
 
     config = chat_generation_config(model)
     local = getattr(args, "allow_local_images", None)
+    policy = ImagePolicy(
+        allow_private_urls=bool(getattr(args, "allow_private_urls", False)),
+        local_dir=Path(local) if local else None,
+    )
+    if request_log is None:
+        request_log = open_request_log(getattr(args, "log_requests", None))
+    if request_log is not None:
+        request_log.policy = policy  # reads the pictures the server accepted, from where it accepted them
     return ServerState(
         name=name,
         tokenizer=tokenizer,
-        engine=Engine(model, tokenizer, max_batch_size=getattr(args, "max_batch_size", 8)),
+        batcher=Batcher(model, tokenizer, max_batch_size=getattr(args, "max_batch_size", 8)),
         generation_config=config,
         image_size=int(model.config.image_size),
         n_queries=int(model.config.n_queries),
         max_window_size=int(getattr(config, "max_window_size", None) or DEFAULT_MAX_WINDOW_SIZE),
-        policy=ImagePolicy(
-            allow_private_urls=bool(getattr(args, "allow_private_urls", False)),
-            local_dir=Path(local) if local else None,
-        ),
+        policy=policy,
         api_key=getattr(args, "api_key", None) or os.environ.get(API_KEY_ENV) or None,
         max_body_bytes=int(getattr(args, "max_body_mb", 32)) << 20,
+        request_log=request_log,
     )
 
 
@@ -102,13 +137,14 @@ def run(args: argparse.Namespace) -> int:
     model_dir, adapter_dir = resolve_folders(
         args.model, args.adapter
     )  # a bad folder fails before the imports
+    request_log = open_request_log(args.log_requests)  # so does a log file that cannot be written
     import uvicorn
 
     from ..serve.app import create_app
 
     name = args.name or (adapter_dir or model_dir).resolve().name
     model, tokenizer = load_for_inference(args.model, args.adapter, args.dtype, args.device)
-    state = build_state(model, tokenizer, args, name)
+    state = build_state(model, tokenizer, args, name, request_log)
     url = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
     print(f"serving {name!r}: API {url}/v1 (OpenAI-compatible), chat page {url}/ - Ctrl-C stops", flush=True)
     try:
@@ -121,5 +157,7 @@ def run(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=5,
         )
     finally:
-        state.engine.close()
+        state.batcher.close()
+        if request_log is not None:
+            request_log.close()
     return 0

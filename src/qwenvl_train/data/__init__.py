@@ -6,9 +6,10 @@ The format itself (sample types, conversation rules, markup, ChatML ids and labe
 - :mod:`.engine` is the scan engine, the one reading of data files that ``train`` and ``check-data`` share: items,
   every error, the counts, done once and cached (``data.scan``, the function, is :func:`.engine.scan`). Inside:
   :mod:`.engine.reader` (JSON text piece by piece), :mod:`.engine.records` (files -> records -> samples, structure
-  checked), :mod:`.engine.samples` (one sample: rules, markup, ids and labels, truncation; image checks),
+  checked), :mod:`.engine.samples` (one sample: rules, markup, ids and trained mask, truncation; image checks),
   :mod:`.engine.chunks` and :mod:`.engine.pipeline` (chunks of records scanned by worker processes, merged in input
-  order), :mod:`.engine.columns` (the kept samples as memory-mapped columns, with the counts and errors) and
+  order), :mod:`.engine.columns` (the kept samples as memory-mapped columns), :mod:`.engine.result` (with the
+  counts and errors) and
   :mod:`.engine.cache` (the scan cache).
 - :mod:`.images` is the one image loader (local / http(s), original pixels).
 - :mod:`.options` defines the data options shared by ``train`` and ``check-data``.

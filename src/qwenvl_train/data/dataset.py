@@ -147,6 +147,7 @@ class ConversationDataset(Dataset):
                     )  # file:line, as the scan
                     raise SampleLoadError(str(problem)) from None
             pixel_values = torch.stack(tensors)
+        # The labels are made from the scan's trained mask here, in the worker (Item.labels), and nowhere before.
         return {
             "input_ids": torch.from_numpy(item.input_ids.astype(np.int64)),
             "labels": torch.from_numpy(item.labels.astype(np.int64)),

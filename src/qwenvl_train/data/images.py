@@ -297,6 +297,11 @@ def open_image(
         if kind is not None:
             raise ImageError(f"{ref}: is {kind}, not an image file")
         source = ref
+    return _guarded_open(source, ref, max_pixels, forget=url)
+
+
+def _guarded_open(source: str | io.BytesIO, ref: str, max_pixels: int, forget: bool) -> Image.Image:
+    """``Image.open(source)`` with the size guards; errors name ``ref`` (``forget``: a cached URL is dropped)."""
     _allow_pixels(max_pixels)
     try:
         with warnings.catch_warnings():
@@ -305,11 +310,11 @@ def open_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{ref}: refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
-        if url:
+        if forget:
             _forget(ref)
         raise ImageError(f"{ref}: not a recognised image file") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types; all mean "unreadable"
-        if url:
+        if forget:
             _forget(ref)
         raise ImageError(f"{ref}: cannot open ({type(exc).__name__}: {exc})") from None
     width, height = image.size
@@ -355,7 +360,21 @@ def load_image(
     Raises:
         ImageError: anything :func:`open_image` refuses, or a truncated / corrupt file.
     """
-    image = open_image(ref, max_pixels=max_pixels, timeout=timeout)
+    return _decoded(open_image(ref, max_pixels=max_pixels, timeout=timeout), ref, forget=is_url(ref))
+
+
+def decode_image(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """:func:`load_image` for bytes already in memory (a picture a server received or downloaded): the same guards
+    (decompression bomb, pixel limit, empty image), fully decoded, RGB; errors name the picture ``name``.
+
+    Raises:
+        ImageError: not an image, too many pixels, a truncated or corrupt file.
+    """
+    return _decoded(_guarded_open(io.BytesIO(data), name, max_pixels, forget=False), name, forget=False)
+
+
+def _decoded(image: Image.Image, ref: str, forget: bool) -> Image.Image:
+    """Decode an opened image fully and convert it to RGB; errors name ``ref`` (``forget``: drop a cached URL)."""
     try:
         with image:
             image.load()
@@ -363,7 +382,7 @@ def load_image(
     except ImageError as exc:
         raise ImageError(f"{ref}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - truncated data surfaces as OSError, SyntaxError, zlib errors...
-        if is_url(ref):
+        if forget:
             _forget(ref)
         raise ImageError(f"{ref}: cannot decode ({type(exc).__name__}: {exc})") from None
 

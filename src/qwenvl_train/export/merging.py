@@ -125,7 +125,7 @@ def merge(
     dtype = dtype or default_dtype(base_config, quantize)
     print(f"merge: adapter {adapter} into {base_dir} ({DTYPE_NAMES[dtype]})", flush=True)
 
-    from ..training.disk_full import saving  # a full disk: one line, not a traceback
+    from ..disk_full import saving  # a full disk: one line, not a traceback
 
     untouched = lambda: f"{adapter} and {base_dir} are untouched: free some space and merge again"  # noqa: E731
     with saving(output, "the merged model", None, untouched), staging_folder(output) as folder:

@@ -8,11 +8,12 @@
   what a model writes (:func:`split_markup`, :func:`to_list_format`, :func:`parse_groundings`).
 - :mod:`.boxes` converts box coordinates: pixel corners, x/y/width/height and [0, 1] boxes to Qwen-VL's
   [0, 1000) integers (:func:`to_qwen_box`, from the image's real size) and back to pixels (:func:`to_pixels`);
-  :mod:`.markup` writes the tags (:func:`image_markup`, :func:`grounding_markup`).
+  :mod:`.markup` writes the tags (:func:`image_markup`, :func:`grounding_markup`, and the original tokenizer's
+  :func:`from_list_format` for chat queries).
 - :mod:`.rules` are the conversation rules (turns alternate user/assistant, end with the assistant, no empty
   value, no image in an answer, plain-text system prompt) and the label policies.
-- :mod:`.render` is the one ChatML renderer: training ids and labels (:func:`render_conversation`, under the
-  ``assistant`` or ``reference`` policy; :data:`IGNORE_INDEX`) and chat prompts (:func:`make_context`), sharing
+- :mod:`.render` is the one ChatML renderer: training ids and the trained mask (:func:`render_conversation`,
+  under the ``assistant`` or ``reference`` policy; :data:`IGNORE_INDEX`) and chat prompts (:func:`make_context`), sharing
   the image span and the turn blocks.
 
 Pure Python: nothing here imports torch, numpy, transformers or Pillow, nor any other part of the package but
@@ -58,6 +59,7 @@ __all__ = [
     "read_prompt",
     "render_conversation",
     "split_markup",
+    "from_list_format",
     "to_list_format",
 ]
 
@@ -76,6 +78,7 @@ _LAZY = {
     "parse_value": ".markup",
     "read_prompt": ".markup",
     "split_markup": ".markup",
+    "from_list_format": ".markup",
     "to_list_format": ".markup",
     "BoxError": ".boxes",
     "to_pixels": ".boxes",

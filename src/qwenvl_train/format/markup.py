@@ -59,9 +59,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from ..errors import UserError
 from . import tokens as st
@@ -418,6 +418,38 @@ def to_list_format(text: str) -> list[dict[str, str]]:
     return items
 
 
+def from_list_format(items: Iterable[dict[str, Any]]) -> str:
+    """The original tokenizer's ``from_list_format``: a query written from ``[{"image": path}, {"text": ...},
+    {"ref": ..., "box": [(x1, y1, x2, y2), ...]}]``, the inverse of :func:`to_list_format` for those items.
+
+    It accepts what the original accepted, as it accepted it (a user's query, not training data, so nothing is
+    checked as :func:`image_markup` and :func:`box_markup` check it): an ``image`` item becomes
+    ``Picture N: <img>path</img>\\n`` (N from 1 over the items, the path as given), a ``text`` item is kept as
+    is, a ``box`` item writes ``<ref>ref</ref>`` when it has a ``ref`` and then one ``<box>(x1,y1),(x2,y2)</box>``
+    per box of its list, each coordinate through ``int`` (so ``12.7`` is written ``12``). An item is read by its
+    first key among ``image``, ``text``, ``box``.
+
+    Raises:
+        ValueError: an item with none of those keys.
+    """
+    text = ""
+    n_images = 0
+    for item in items:
+        if "image" in item:
+            n_images += 1
+            text += _picture(n_images, item["image"])
+        elif "text" in item:
+            text += item["text"]
+        elif "box" in item:
+            if "ref" in item:
+                text += f"{st.REF_START}{item['ref']}{st.REF_END}"
+            for x1, y1, x2, y2 in item["box"]:
+                text += f"{st.BOX_START}({int(x1)},{int(y1)}),({int(x2)},{int(y2)}){st.BOX_END}"
+        else:
+            raise ValueError(f"from_list_format: unsupported element {item!r} (expected image, text or box)")
+    return text
+
+
 @dataclass(frozen=True)
 class Grounding:
     """A box or quad read from text.
@@ -534,9 +566,13 @@ def _plain(text: str, what: str) -> str:
     return text
 
 
+def _picture(index: int, path: str) -> str:
+    return f"Picture {index}: {st.IMG_START}{path}{st.IMG_END}\n"
+
+
 def image_markup(index: int, path: str) -> str:
     """``Picture {index}: <img>{path}</img>\\n``: the ``index``-th picture (from 1) of a conversation."""
-    return f"Picture {index}: {st.IMG_START}{_plain(path, 'image path')}{st.IMG_END}\n"
+    return _picture(index, _plain(path, "image path"))
 
 
 def box_markup(box: tuple[int, int, int, int]) -> str:

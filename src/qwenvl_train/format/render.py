@@ -6,16 +6,17 @@ the content becomes ``<img>`` + n_queries x ``<imgpad>`` + ``</img>`` (:func:`im
 :class:`ChatML` writes a block as its parts (``im_start``, ``role``, ``text``, ``image``, ``im_end``), so that
 each entry point decides what to do with them:
 
-Training (:func:`render_conversation`, :func:`render_parsed`): ids and labels built together, in one pass
-(``nl`` is the id of "\\n", 198)::
+Training (:func:`render_conversation`, :func:`render_parsed`): ids and the trained mask built together, in one
+pass, each part of a block added with its flag (``nl`` is the id of "\\n", 198)::
 
     <|im_start|>system\\n{system}<|im_end|>\\n
     <|im_start|>user\\n{question}<|im_end|>\\n
     <|im_start|>assistant\\n{answer}<|im_end|>\\n
     ...
 
-Two label policies (a label is the token's own id where trained, ``IGNORE_INDEX`` elsewhere; the model
-shifts them):
+The mask is carried as it is (through the scan and its columns) to the one place that makes labels of it, the
+training dataset's ``__getitem__`` (a label is the token's own id where trained, ``IGNORE_INDEX`` elsewhere; the
+model shifts them). Two label policies:
 
 ``assistant`` (default)
     Train on the content of every assistant turn and the ``<|im_end|>`` closing it; nothing else. Image
@@ -29,6 +30,10 @@ shifts them):
     original wrote the path's bytes there) and where a value holds a literal control-token string such
     as ``<|im_start|>``: the original made it a control id, we keep it as text (see :mod:`.markup`).
     Unlike the original, nothing is padded here: the collator pads per batch.
+
+Under either policy an assistant turn marked untrained (:attr:`.sample.Turn.trained` False: ``"train": false`` in
+the data, what OpenAI's fine-tuning files write ``"weight": 0``) is context only: its ids are rendered as usual
+and none of its block, the "\n" after it included, is trained; no cut point is placed at its end.
 
 Prompts (:func:`make_context`, the original ``model.chat``'s ``make_context``, chatml): ids plus the images they
 name::
@@ -65,7 +70,7 @@ from .markup import (
     parse_value,
     read_prompt,
 )
-from .rules import POLICIES, Policy, drops_first_turn, has_assistant
+from .rules import POLICIES, UNTRAINED, Policy, drops_first_turn, has_assistant, has_trained
 from .sample import ROLES, Turn
 
 #: The label of a token that is not trained (what the loss ignores); defined here only.
@@ -172,24 +177,24 @@ class RenderError(UserError, ValueError):
 
 @dataclass
 class RenderedSample:
-    """Ids, labels and the facts truncation and reporting need.
+    """Ids, the trained mask and the facts truncation and reporting need.
 
     Attributes:
         input_ids: the ChatML ids, no padding.
-        labels: same length; ``IGNORE_INDEX`` where not trained.
+        trained: same length; True where the token is trained (see :attr:`labels`).
         images: image references as written, in the order of their spans.
         image_turns: for each image, the index of the turn that names it.
-        cut_points: a ``CutPoint`` at the end of every assistant turn: where the sample may be cut
+        cut_points: a ``CutPoint`` at the end of every trained assistant turn: where the sample may be cut
             without splitting a span and still keep something to train on.
         num_turns: turns rendered (system block not counted).
         control_strings: literal control-token strings found in the values (kept as text).
         dropped_first_turn: ``reference`` policy dropped a leading non-user turn.
         counted_past: ids past the ``max_length`` the sample was rendered with: counted, not kept (``input_ids``
-            and ``labels`` then hold the part that fits).
+            and ``trained`` then hold the part that fits).
     """
 
     input_ids: list[int]
-    labels: list[int]
+    trained: list[bool]
     images: list[str]
     image_turns: list[int]
     cut_points: list[CutPoint]
@@ -200,6 +205,12 @@ class RenderedSample:
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def labels(self) -> list[int]:
+        """The labels the mask stands for: the id where trained, ``IGNORE_INDEX`` elsewhere (what the dataset's
+        ``__getitem__`` makes of the mask; spelled out here to read a rendering)."""
+        return [i if t else IGNORE_INDEX for i, t in zip(self.input_ids, self.trained, strict=True)]
 
     @property
     def length(self) -> int:
@@ -215,7 +226,7 @@ class RenderedSample:
         return replace(
             self,
             input_ids=self.input_ids[: last.length],
-            labels=self.labels[: last.length],
+            trained=self.trained[: last.length],
             images=self.images[: last.num_images],
             image_turns=self.image_turns[: last.num_images],
             cut_points=fitting,
@@ -270,6 +281,8 @@ def render_conversation(
             "no assistant turn to train on"
             + (" after dropping the first turn" if policy == "reference" else "")
         )
+    if not has_trained(turns):
+        raise RenderError(UNTRAINED)
     for turn in turns:
         if turn.role not in ROLES:
             raise RenderError(f"unknown role {turn.role!r}", turn.index)
@@ -324,7 +337,7 @@ def render_parsed(
     n_queries: int = 256,
     max_length: int | None = None,
 ) -> RenderedSample:
-    """Ids and labels of turns whose markup :func:`parse_turns` parsed without error (no checks here).
+    """Ids and trained mask of turns whose markup :func:`parse_turns` parsed without error (no checks here).
 
     With ``max_length``, the length is checked as the sample is tokenized: ids stop being kept at the first part
     that would pass it, and the rest is only counted (``counted_past``; a text of :data:`LONG_TEXT` characters or
@@ -347,8 +360,8 @@ def render_parsed(
     system = st.DEFAULT_SYSTEM_PROMPT if system is None else system
 
     input_ids: list[int] = []
-    labels: list[int] = []
-    out = RenderedSample(input_ids, labels, images=[], image_turns=[], cut_points=[], num_turns=0)
+    mask: list[bool] = []
+    out = RenderedSample(input_ids, mask, images=[], image_turns=[], cut_points=[], num_turns=0)
 
     def fits(n: int) -> bool:
         return max_length is None or (not out.counted_past and len(input_ids) + n <= max_length)
@@ -366,13 +379,15 @@ def render_parsed(
             return
         assert not isinstance(ids, _Counted)
         input_ids.extend(ids)
-        labels.extend(ids if trained_part else [IGNORE_INDEX] * len(ids))
+        mask.extend([trained_part] * len(ids))
 
-    def add_block(role: str, segments: Iterable[Segment], assistant: bool) -> None:
+    def add_block(
+        role: str, segments: Iterable[Segment], assistant: bool, context_only: bool = False
+    ) -> None:
         flags = trained[assistant]
         for part, ids in chatml.block(role, segments, encode):
-            add(ids, flags[part])
-        add(chatml.nl, nl_trained)
+            add(ids, flags[part] and not context_only)
+        add(chatml.nl, nl_trained and not context_only)
 
     count_control_strings(system, into=out.control_strings)
     add_block("system", [Text(system)], assistant=False)
@@ -380,12 +395,12 @@ def render_parsed(
         assistant = turn.role == "assistant"
         if value.control_strings:
             out.control_strings.update(value.control_strings)
-        add_block(turn.role, value.segments, assistant)
+        add_block(turn.role, value.segments, assistant, context_only=not turn.trained)
         images = value.images
         out.images += images
         out.image_turns += [turn.index] * len(images)
         out.num_turns += 1
-        if assistant:
+        if assistant and turn.trained:
             out.cut_points.append(CutPoint(out.length, len(out.images), out.num_turns))
     return out
 

@@ -2,7 +2,8 @@
 
 Shape: after an optional leading system turn, turns alternate user / assistant, starting with the user and
 ending with the assistant. Under the ``reference`` label policy a leading assistant turn is dropped first,
-as the original ``finetune.py`` did (reported as a change to the data, not an error).
+as the original ``finetune.py`` did (reported as a change to the data, not an error). At least one assistant
+turn must be trained on: a turn marked ``"train": false`` is context only (see :mod:`.render`).
 
 Content: no empty value (nor one of only whitespace), no image inside an assistant turn (Qwen-VL cannot emit
 images), and no markup (``<img>``, ``<ref>``, ``<box>``, ``<quad>``) in the system turn, which is plain text.
@@ -10,7 +11,7 @@ images), and no markup (``<img>``, ``<ref>``, ``<box>``, ``<quad>``) in the syst
 The checks over a sample (:func:`check_shape`, :func:`check_values`, :func:`check_parsed`) return
 :class:`~.sample.DataProblem` records naming file, sample and turn; none stops at the first problem. The rules
 they are made of (:func:`expected_role`, :func:`first_misplaced`, :func:`has_assistant`,
-:func:`ends_with_assistant`, :func:`drops_first_turn`) are also what rendering
+:func:`has_trained`, :func:`ends_with_assistant`, :func:`drops_first_turn`) are also what rendering
 (:func:`.render.render_conversation`) and evaluation (``inference.evaluate.eval_sample``) check, each with its
 own messages.
 """
@@ -27,6 +28,7 @@ from .sample import DataProblem, Sample, Turn
 Policy = Literal["assistant", "reference"]
 POLICIES: tuple[str, ...] = get_args(Policy)
 SYSTEM_TURN = 0  # a system turn is only accepted as the first one
+UNTRAINED = 'every assistant turn is marked "train": false: nothing to train on'
 
 
 def expected_role(position: int) -> str:
@@ -45,6 +47,11 @@ def first_misplaced(turns: Sequence[Turn]) -> tuple[int, Turn] | None:
 def has_assistant(turns: Sequence[Turn]) -> bool:
     """There is something to train on (or to score): at least one assistant turn."""
     return any(t.role == "assistant" for t in turns)
+
+
+def has_trained(turns: Sequence[Turn]) -> bool:
+    """Some assistant turn is trained on (not every one marked ``"train": false``)."""
+    return any(t.role == "assistant" and t.trained for t in turns)
 
 
 def ends_with_assistant(turns: Sequence[Turn]) -> bool:
@@ -82,6 +89,8 @@ def check_shape(sample: Sample, policy: Policy) -> Shaped:
         if not has_assistant(turns):
             reason = "no assistant turn left after the reference policy dropped the leading assistant turn"
             return Shaped(turns, True, [sample.error(reason, turns[0].index if turns else None)])
+    if not has_trained(turns):
+        return Shaped(turns, dropped, [sample.error(UNTRAINED)])
     errors: list[DataProblem] = []
     misplaced = first_misplaced(turns)  # one misplaced turn misaligns every turn after it: report it once
     if misplaced is not None:

@@ -32,11 +32,14 @@ class Turn:
         role: ``"user"`` or ``"assistant"`` (aliases are resolved when reading).
         value: the text with its markup.
         index: position in the sample's ``conversations`` list (0-based), for error messages.
+        trained: an assistant turn is trained on (the default); False (``"train": false`` in the data, OpenAI's
+            ``"weight": 0``) keeps it as context the model reads but gives none of its block a label.
     """
 
     role: str
     value: str
     index: int
+    trained: bool = True
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Coordinates are scaled from [0, 1000) to pixels by :func:`qwenvl_train.format.boxes.to_pixels`, as the original
 did (``int(x / 1000 * width)``). Each ref starts a new colour (its chain of boxes shares it) and is written above
-its first box. Labels use a font with CJK glyphs when one is installed (``$QWENVL_TRAIN_FONT``, then fontconfig's
+its first box. :func:`draw_boxes` is the one drawing of boxes: the picture reports (``check-data --report``,
+``eval --report``) draw with it too. Labels use a font with CJK glyphs when one is installed (``$QWENVL_TRAIN_FONT``, then fontconfig's
 fonts covering Chinese, then a few usual paths), Pillow's default font otherwise; nothing is ever downloaded (the
 original fetched SimSun from the network at import and drew with matplotlib).
 """
@@ -14,6 +15,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..format.boxes import to_pixels
@@ -79,34 +81,89 @@ def load_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
 
-def draw_groundings(image: Image.Image, groundings: Sequence[Grounding]) -> Image.Image:
-    """A copy of ``image`` (RGB) with every well-formed box and quad drawn, refs written above their first box."""
-    from PIL import ImageDraw
+@dataclass(frozen=True)
+class Drawn:
+    """One box or quad to draw: its points in [0, 1000), its colour, and the label written above it (or None;
+    ``below``: under it, so that a prediction's label does not hide the reference's)."""
 
-    canvas = image.convert("RGB")
-    width, height = canvas.size
-    draw = ImageDraw.Draw(canvas)
-    line = max(2, round(min(width, height) / 150))
-    font = load_font(max(12, min(width, height) // 25))
-    colour_index = -1
+    kind: str
+    points: tuple[tuple[int, int], ...]
+    colour: tuple[int, int, int]
+    label: str | None
+    below: bool = False
+
+
+def drawn(
+    groundings: Sequence[Grounding], colour: tuple[int, int, int] | None = None, below: bool = False
+) -> list[Drawn]:
+    """The well-formed groundings as :class:`Drawn` s: labelled with their ref where a chain starts, in ``colour``
+    (or one palette colour per ref when None, as chat's drawing), labels under the boxes when ``below``."""
+    out: list[Drawn] = []
+    index = -1
     for grounding in groundings:
         if grounding.points is None:
             continue
-        if grounding.ref is None or grounding.follows_ref:  # a new ref (or a box of its own): a new colour
-            colour_index += 1
-        colour = PALETTE[colour_index % len(PALETTE)]
-        pixels = to_pixels(grounding.points, width, height)
-        if grounding.kind == "box":
-            draw.rectangle(pixels, outline=colour, width=line)
+        if grounding.ref is None or grounding.follows_ref:
+            index += 1
+        label = grounding.ref if grounding.ref and grounding.follows_ref else None
+        chosen = colour or PALETTE[index % len(PALETTE)]
+        out.append(Drawn(grounding.kind, grounding.points, chosen, label, below))
+    return out
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def draw_boxes(image: Image.Image, boxes: Sequence[Drawn]) -> None:
+    """Draw ``boxes`` on ``image`` (RGB, in place): the one drawing of boxes, chat's and the reports'.
+
+    Coordinates are scaled to the image's pixels by :func:`qwenvl_train.format.boxes.to_pixels`. Labels are written
+    last, so no box covers one: above their box where there is room, else under it, else inside, at the first of
+    those places that covers no label already written, and always inside the picture.
+    """
+    from PIL import ImageDraw
+
+    width, height = image.size
+    draw = ImageDraw.Draw(image)
+    line = max(2, round(min(width, height) / 150))
+    font = load_font(max(12, min(width, height) // 25))
+    labels: list[tuple[tuple[int, int, int], str, tuple[int, int, int], bool]] = []
+    for box in boxes:
+        pixels = to_pixels(box.points, width, height)
+        if box.kind == "box":
+            draw.rectangle(pixels, outline=box.colour, width=line)
         else:
-            draw.polygon(pixels, outline=colour, width=line)
-        if grounding.ref and grounding.follows_ref:
-            x, y = min(x for x, _ in pixels), min(y for _, y in pixels)
-            left, top, right, bottom = draw.textbbox((0, 0), grounding.ref, font=font)
-            text_h = bottom - top + 2 * line
-            y = y - text_h if y - text_h >= 0 else y  # above the box when there is room
-            draw.rectangle((x, y, x + right - left + 2 * line, y + text_h), fill=colour)
-            draw.text((x + line - left, y + line - top), grounding.ref, fill=(255, 255, 255), font=font)
+            draw.polygon(pixels, outline=box.colour, width=line)
+        if box.label:
+            ys = [y for _, y in pixels]
+            corner = (min(x for x, _ in pixels), min(ys), max(ys))
+            labels.append((corner, box.label, box.colour, box.below))
+    placed: list[tuple[int, int, int, int]] = []
+    for (x, y_top, y_bottom), label, colour, below in labels:  # labels last: no box drawn over a label
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        text_w, text_h = right - left + 2 * line, bottom - top + 2 * line
+        x = max(0, min(x, width - text_w))  # inside the picture
+        above, under = y_top - text_h, y_bottom  # outside the box, where there is room
+        inside_top, inside_bottom = y_top, y_bottom - text_h
+        order = (
+            (under, above, inside_bottom, inside_top) if below else (above, under, inside_top, inside_bottom)
+        )
+        spots = [y for y in order if 0 <= y <= height - text_h] or [max(0, min(order[0], height - text_h))]
+        # the first spot that does not cover a label already written, else the preferred one
+        y = next(
+            (y for y in spots if not any(_overlap((x, y, x + text_w, y + text_h), p) for p in placed)),
+            spots[0],
+        )
+        placed.append((x, y, x + text_w, y + text_h))
+        draw.rectangle(placed[-1], fill=colour)
+        draw.text((x + line - left, y + line - top), label, fill=(255, 255, 255), font=font)
+
+
+def draw_groundings(image: Image.Image, groundings: Sequence[Grounding]) -> Image.Image:
+    """A copy of ``image`` (RGB) with every well-formed box and quad drawn, refs written above their first box."""
+    canvas = image.convert("RGB")
+    draw_boxes(canvas, drawn(groundings))
     return canvas
 
 

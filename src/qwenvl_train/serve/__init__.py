@@ -5,13 +5,14 @@ One concern per module:
 - :mod:`.schema` reads and checks a Chat Completions request (:class:`~.schema.APIError` for every bad input);
 - :mod:`.prompt` turns the checked messages into the prompt ids exactly as training renders them
   (through :mod:`qwenvl_train.format`);
-- :mod:`.images` fetches and decodes the images of a request (data URLs, http(s) with the SSRF rules, local
+- :mod:`.fetch` fetches and decodes the images of a request (data URLs, http(s) with the SSRF rules, local
   files under one folder) with the training loader's limits;
 - :mod:`.sampling` picks the next token of one row (greedy, temperature, top-p, seed);
-- :mod:`.engine` is the batching engine: a worker thread generating queued requests together in left-padded
+- :mod:`.batcher` is the batcher: a worker thread generating queued requests together in left-padded
   batches, each row streamed to its own client;
-- :mod:`.boxes` reads the boxes of an answer into the ``boxes`` extension field;
+- :mod:`.answer_boxes` reads the boxes of an answer into the ``boxes`` extension field;
 - :mod:`.stream` writes server-sent events;
+- :mod:`.request_log` appends each completed request, in OpenAI's chat format, to ``--log-requests``;
 - :mod:`.app` is the FastAPI application (routes, authentication, error bodies); ``static/`` holds the chat page.
 
 The ``serve`` sub-command (its options, loading the model, :func:`build_state`) is

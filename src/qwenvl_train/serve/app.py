@@ -6,7 +6,7 @@ package under ``/static``). With an API key every ``/v1/`` route needs ``Authori
 otherwise); ``/health`` and the page do not (the page asks for the key).
 
 Every refusal is ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status; the request's work is
-done off the event loop (images in worker threads, the model in the engine's thread), so a slow image or a long
+done off the event loop (images in worker threads, the model in the batcher's thread), so a slow image or a long
 answer never holds up another client.
 """
 
@@ -26,11 +26,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import images as image_sources
-from .boxes import boxes_field
-from .engine import Delta, Done, Engine, Event, Failed, Job
-from .images import ImagePolicy
+from . import fetch
+from .answer_boxes import boxes_field
+from .batcher import Batcher, Delta, Done, Event, Failed, Job
+from .fetch import ImagePolicy
 from .prompt import Prompt, render
+from .request_log import RequestLog
 from .sampling import settings
 from .schema import APIError, ChatRequest, parse_json, parse_request
 from .stream import DONE, chunk, sse, usage_chunk
@@ -42,11 +43,11 @@ DISCONNECT_POLL_S = 0.25
 
 @dataclass
 class ServerState:
-    """What the routes need: the model's facts, the engine and the options."""
+    """What the routes need: the model's facts, the batcher and the options."""
 
     name: str
     tokenizer: Any
-    engine: Engine
+    batcher: Batcher
     generation_config: Any
     image_size: int
     n_queries: int
@@ -54,6 +55,7 @@ class ServerState:
     policy: ImagePolicy
     api_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    request_log: RequestLog | None = None
 
 
 def error_response(error: APIError) -> JSONResponse:
@@ -111,12 +113,12 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        engine = state.engine
+        batcher = state.batcher
         return {
             "status": "ok",
             "model": state.name,
-            "active": engine.active_rows,
-            "waiting": len(engine.pending) + engine.incoming.qsize(),
+            "active": batcher.active_rows,
+            "waiting": len(batcher.pending) + batcher.incoming.qsize(),
         }
 
     @app.get("/v1/models")
@@ -147,7 +149,7 @@ def create_app(state: ServerState) -> FastAPI:
             return StreamingResponse(
                 stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
             )
-        return await full_answer(state, request, prompt, size, job, events, completion_id, created)
+        return await full_answer(state, request, chat, prompt, size, job, events, completion_id, created)
 
     @app.get("/")
     async def page() -> FileResponse:
@@ -168,7 +170,7 @@ async def prepare_job(
     parts = [prompt.image_parts[k - 1] for k in numbers]
     loaded = await asyncio.gather(
         *(
-            asyncio.to_thread(image_sources.load, part.value, state.policy, part.param, state.image_size)
+            asyncio.to_thread(fetch.load, part.value, state.policy, part.param, state.image_size)
             for part in parts
         )
     )
@@ -196,7 +198,7 @@ async def prepare_job(
         emit=emit,
         stop=chat.stop,
     )
-    state.engine.submit(job)
+    state.batcher.submit(job)
     return job, events, size
 
 
@@ -208,9 +210,20 @@ def usage(done: Done) -> dict[str, int]:
     }
 
 
+async def log_answer(
+    state: ServerState, chat: ChatRequest, done: Done, completion_id: str, created: int
+) -> None:
+    """Append the completed request to ``--log-requests`` (when given), off the event loop."""
+    if state.request_log is not None:
+        facts = {"id": completion_id, "created": created, "model": state.name}
+        facts |= {"finish_reason": done.finish_reason, "usage": usage(done)}
+        await asyncio.to_thread(state.request_log.append, chat, done.text, **facts)
+
+
 async def full_answer(
     state: ServerState,
     request: Request,
+    chat: ChatRequest,
     prompt: Prompt,
     size: tuple[int, int] | None,
     job: Job,
@@ -234,6 +247,7 @@ async def full_answer(
                 break
     finally:
         job.cancel()  # no-op once done; frees the row when the request ends any other way
+    await log_answer(state, chat, event, completion_id, created)
     message = {
         "role": "assistant",
         "content": event.text,
@@ -275,6 +289,7 @@ async def stream_answer(
                 yield sse(APIError(event.message, status=500, type="server_error").body())
                 break
             else:
+                await log_answer(state, chat, event, completion_id, created)
                 boxes = boxes_field(event.text, prompt.latest_picture, size)
                 yield sse(chunk(completion_id, created, name, {"boxes": boxes}, event.finish_reason))
                 if chat.include_usage:

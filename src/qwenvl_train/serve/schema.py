@@ -2,7 +2,7 @@
 
 An error is answered as ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status
 (:class:`APIError`); the checks here need only the request body (the prompt length, the images and the model's
-window are checked later, in :mod:`.prompt` and :mod:`.images`).
+window are checked later, in :mod:`.prompt` and :mod:`.fetch`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-ROLES = ("system", "user", "assistant")
+from ..format.rules import expected_role
+from ..format.sample import ROLES as TURN_ROLES
+
+ROLES = ("system", *TURN_ROLES)
 PART_TYPES = ("text", "image_url")
 MAX_STOP = 4
 
@@ -178,7 +181,8 @@ def _messages(value: Any) -> list[Message]:
 
 
 def _conversation(messages: list[Message]) -> None:
-    """System first (at most once), then user / assistant alternating, ending with the user."""
+    """System first (at most once), then user / assistant alternating as :func:`format.rules.expected_role` says,
+    ending with the user (a prompt: the question to answer)."""
     turns = messages[1:] if messages[0].role == "system" else messages
     for message in turns:
         if message.role == "system":
@@ -190,7 +194,7 @@ def _conversation(messages: list[Message]) -> None:
     if not turns:
         raise APIError("'messages' has no user message", param="messages", code="invalid_value")
     for position, message in enumerate(turns):
-        expected = "user" if position % 2 == 0 else "assistant"
+        expected = expected_role(position)
         if message.role != expected:
             raise APIError(
                 f"'{message.param}': expected a {expected} message here (after the system message, messages "

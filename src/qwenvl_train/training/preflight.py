@@ -16,11 +16,12 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
+from ..disk_full import format_bytes
 from ..errors import ConfigurationError, is_rank_zero
+from ..model.parameter_names import matches_target
 from .arguments import Arguments
 from .base_checkpoint import check_layout, resolve_kind, weight_shapes
-from .prepare import BASE_MODULES_TO_SAVE, matches_target, resolve_quant
-from .summary import format_bytes
+from .prepare import BASE_MODULES_TO_SAVE, resolve_quant
 
 #: Bytes of optimizer state per trainable parameter in a checkpoint (AdamW: two fp32 moments).
 OPTIMIZER_BYTES = 8

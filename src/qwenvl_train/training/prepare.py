@@ -1,10 +1,7 @@
 """Loading the tokenizer and model, and preparing the model for its tuning mode (full, lora, qlora).
 
-The model has three parts, named after the original checkpoints' parameters:
-
-- ``vit``: the vision transformer, ``transformer.visual.*`` except the resampler;
-- ``resampler``: ``transformer.visual.attn_pool.*`` (what the original unfroze on top of a frozen ViT);
-- ``llm``: everything else (``transformer.wte``, ``transformer.h.N``, ``transformer.ln_f``, ``lm_head``).
+The model has three parts, named after the original checkpoints' parameters (``vit``, ``resampler``, ``llm``:
+:mod:`qwenvl_train.model.parameter_names`).
 
 Parameters the model itself creates frozen (the resampler's fixed sin-cos ``pos_embed``) stay frozen in every
 mode.
@@ -12,7 +9,6 @@ mode.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +17,10 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from ..errors import UserError
+from ..model.parameter_names import matches_target, part_of
 from .arguments import Arguments, LoraArguments, ModelArguments, QuantArguments
 from .base_checkpoint import quant_method, resolve_kind
 
-VIT_PREFIX = "transformer.visual."
-RESAMPLER_PREFIX = "transformer.visual.attn_pool."
-#: Prefix peft puts in front of the base model's parameter names.
-PEFT_PREFIX = "base_model.model."
 #: Trained next to the adapters for a base checkpoint: it has never seen the ChatML special tokens.
 BASE_MODULES_TO_SAVE = ["wte", "lm_head"]
 
@@ -36,16 +29,6 @@ class PreparationError(UserError, RuntimeError):
     """The requested preparation cannot be done with this checkpoint, model or device (``--quant`` that does not
     fit the weights, a ``--lora_target`` the model lacks, ...); options that cannot go together are refused while
     parsing (:mod:`.validate`)."""
-
-
-def part_of(name: str) -> str:
-    """Which part (``vit``, ``resampler`` or ``llm``) a parameter belongs to; peft prefixes are ignored."""
-    name = name.removeprefix(PEFT_PREFIX)
-    if name.startswith(RESAMPLER_PREFIX):
-        return "resampler"
-    if name.startswith(VIT_PREFIX):
-        return "vit"
-    return "llm"
 
 
 def is_chat_checkpoint(model_name_or_path: str, kind: str = "auto") -> bool:
@@ -245,13 +228,6 @@ def prepare_full(model: nn.Module, model_args: ModelArguments) -> nn.Module:
 def fixed_parameters(model: nn.Module) -> set[str]:
     """Names of the parameters the model keeps frozen by design (the resampler's sin-cos ``pos_embed``)."""
     return {name for name, param in model.named_parameters() if name.endswith("attn_pool.pos_embed")}
-
-
-def matches_target(name: str, targets: Iterable[str]) -> bool:
-    """Whether a module or parameter ``name`` is named by one of ``targets`` (``--lora_target``,
-    ``--modules_to_save``): the name itself, or a dotted suffix of it (``attn.c_proj`` names
-    ``transformer.h.0.attn.c_proj``, not ``transformer.h.0.mlp.c_proj``). The one place this rule is written."""
-    return any(name == target or name.endswith("." + target) for target in targets)
 
 
 def split_lora_targets(model: nn.Module, targets: list[str]) -> tuple[list[str], list[str]]:

@@ -22,11 +22,11 @@ from ..data.collator import DataCollator
 from ..data.dataset import ConversationDataset
 from ..data.engine import ScanResult, scan
 from ..data.errors import TrainingDataError
+from ..disk_full import resume_advice, saving
 from ..errors import is_rank_zero, run_reporting
 from ..model.visual_config import VisionSettings, vision_settings
 from .arguments import Arguments, check_devices_only, parse_args
 from .benchmark_eval import attach_benchmark_evals
-from .disk_full import resume_advice, saving
 from .distributed import finish, run_vision_every_step, setup_distributed
 from .generation_eval import attach_generation_eval
 from .help import cached_help

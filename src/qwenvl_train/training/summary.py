@@ -83,13 +83,3 @@ def format_count(n: int) -> str:
         return str(n)
     exp = min(int(math.log10(n) // 3), 4)
     return f"{n / 10 ** (3 * exp):.3g}{' KMGT'[exp]}"
-
-
-def format_bytes(n: int) -> str:
-    """1536 -> '1.5 KB' (powers of 1024)."""
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1024
-    return f"{n} B"

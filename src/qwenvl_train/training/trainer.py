@@ -19,8 +19,8 @@ from torch import nn
 from transformers import Trainer
 
 from ..errors import UserError
+from ..model.parameter_names import part_of
 from .generation_eval import GenerationEvalMixin
-from .prepare import part_of
 from .run_checkpoints import write_model_files
 from .sampler import EpochSeededSampler, PackedBatchSampler
 
@@ -135,8 +135,8 @@ def split_vision_groups(
     optimizer: torch.optim.Optimizer, model: nn.Module, vision_lr: float
 ) -> torch.optim.Optimizer:
     """Split each parameter group of ``optimizer`` (created, not yet stepped) in place into the rest and its
-    vision-tower parameters (ViT and resampler, as :func:`.prepare.part_of` names them), which get
-    ``lr=vision_lr``; returns ``optimizer``."""
+    vision-tower parameters (ViT and resampler, as :func:`qwenvl_train.model.parameter_names.part_of` names
+    them), which get ``lr=vision_lr``; returns ``optimizer``."""
     vision = {id(p) for name, p in model.named_parameters() if part_of(name) != "llm"}
     groups = []
     for group in optimizer.param_groups:

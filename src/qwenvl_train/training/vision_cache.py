@@ -34,7 +34,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .prepare import PEFT_PREFIX, VIT_PREFIX, PreparationError
+from ..model.parameter_names import PEFT_PREFIX, VIT_PREFIX
+from .prepare import PreparationError
 
 #: Changes whenever what a cache file holds changes meaning.
 CACHE_FORMAT = "qwenvl-vision-features-v1"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ...format.markup import grounding_markup, image_markup
-from .common import ConvertError, Item, Job, RecordError, load_json, markup, sample, turn
+from .common import Conversion, ConvertError, RecordError, SourceRecord, load_json, markup, sample, turn
 
 QUESTIONS = {"en": ("Where is the {ref} in the picture?",), "zh": ("图中的{ref}在哪里？",)}
 QUESTIONS["both"] = QUESTIONS["en"] + QUESTIONS["zh"]
@@ -40,14 +40,14 @@ def setup(options: dict[str, Any], sources: list[Path]) -> list[Path]:
     return sources
 
 
-def question(job: Job, index: int, ref: str) -> str:
+def question(job: Conversion, index: int, ref: str) -> str:
     """The ``index``-th question (templates taken in turn) about ``ref``."""
     templates = job.options.get("templates") or QUESTIONS["both"]
     return templates[index % len(templates)].format(ref=ref)
 
 
 def grounding(
-    job: Job, item: Item, path: str, ref: str, boxes: list[tuple[int, int, int, int]]
+    job: Conversion, item: SourceRecord, path: str, ref: str, boxes: list[tuple[int, int, int, int]]
 ) -> dict[str, Any]:
     """One conversation: the picture (``path`` as the output names it) and a question about ``ref`` (the item's
     turn of the templates), answered with its boxes (Qwen-VL corners)."""
@@ -87,7 +87,7 @@ def load_instances(source: Path) -> tuple[dict[Any, Any], dict[Any, Any], list[d
     return images, categories, annotations
 
 
-def checked_size(job: Job, image: dict[str, Any]) -> tuple[int, int]:
+def checked_size(job: Conversion, image: dict[str, Any]) -> tuple[int, int]:
     """The size in the image's header; the instances file's own ``width``/``height`` must agree with it."""
     path = image.get("file_name")
     if not isinstance(path, str):
@@ -107,7 +107,7 @@ def id_key(value: Any) -> tuple[int, Any]:
     return (0, value) if isinstance(value, int) else (1, str(value))
 
 
-def items(source: Path, job: Job) -> Any:
+def items(source: Path, job: Conversion) -> Any:
     """One record per image and category (sorted by ids), and one per annotation that names neither."""
     images, categories, annotations = load_instances(source)
     groups: dict[tuple[Any, Any], list[dict[str, Any]]] = defaultdict(list)
@@ -115,18 +115,18 @@ def items(source: Path, job: Job) -> Any:
     for i, ann in enumerate(annotations):
         name = f"annotations[{i}]"
         if not isinstance(ann, dict) or "bbox" not in ann:
-            yield Item(
+            yield SourceRecord(
                 RecordError(f"{name} is not an annotation with a 'bbox'", "bad structure"), None, index, name
             )
         elif ann.get("image_id") not in images:
-            yield Item(
+            yield SourceRecord(
                 RecordError(f"{name}: image_id {ann.get('image_id')!r} is not in 'images'", "bad structure"),
                 None,
                 index,
                 name,
             )
         elif ann.get("category_id") not in categories:
-            yield Item(
+            yield SourceRecord(
                 RecordError(
                     f"{name}: category_id {ann.get('category_id')!r} is not in 'categories'", "bad structure"
                 ),
@@ -140,11 +140,11 @@ def items(source: Path, job: Job) -> Any:
         index += 1
     for image_id, category_id in sorted(groups, key=lambda k: (id_key(k[0]), id_key(k[1]))):
         value = (images[image_id], categories[category_id], groups[(image_id, category_id)])
-        yield Item(value, None, index, f"coco-{image_id}-{category_id}")
+        yield SourceRecord(value, None, index, f"coco-{image_id}-{category_id}")
         index += 1
 
 
-def convert(item: Item, job: Job) -> list[dict[str, Any]]:
+def convert(item: SourceRecord, job: Conversion) -> list[dict[str, Any]]:
     """One image and category as one conversation."""
     image, category, anns = item.value
     name = category.get("name")

@@ -1,7 +1,7 @@
 """What every importer shares: the records it reads, the images it names or writes, the problems, the writer.
 
-An importer (one module per source format) gives :class:`Item` s, one per record of its source (with the line or
-index that names it), and turns each into output samples with its ``convert(item, job)``; a record it cannot
+An importer (one module per source format) gives :class:`SourceRecord` s, one per record of its source (with the
+line or index that names it), and turns each into output samples with its ``convert(item, job)``; a record it cannot
 convert raises :class:`RecordError` (one line). :func:`run_conversion` drives them: under ``on_error="raise"`` the
 first problem ends the command and nothing is written; under ``"skip"`` the record is left out, printed and
 counted. The output is JSON Lines with sorted keys in input order, so the same input gives the same bytes.
@@ -11,7 +11,7 @@ its header is read (it must be an image: check-data would refuse it later anyway
 the output file's folder, which is where check-data and training resolve it from. Image bytes carried in the
 data (parquet) are written once under ``--images-out`` as ``<sha256>.<format>``. An http(s) URL is written as
 it is, and fetched (into the image loader's cache) only when a box needs its size. Sizes always come from the
-image's header (:meth:`Job.size`), never from an assumption.
+image's header (:meth:`Conversion.size`), never from an assumption.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class SourceError(Exception):
         self.line = line
 
 
-class Item(NamedTuple):
+class SourceRecord(NamedTuple):
     """One record of a source file: what it holds (a :class:`RecordError` when it could not even be decoded), the
     1-based line where it starts (None when not known), its 0-based position, and its own id when it has one."""
 
@@ -92,7 +92,7 @@ def record_id(value: Any) -> str | None:
     return str(raw) if isinstance(raw, (str, int)) and not isinstance(raw, bool) else None
 
 
-def json_items(source: Path) -> Iterator[Item]:
+def json_items(source: Path) -> Iterator[SourceRecord]:
     """The records of a JSON list or JSON Lines file, read piece by piece (the scan engine's reader).
 
     Raises:
@@ -105,13 +105,13 @@ def json_items(source: Path) -> Iterator[Item]:
         try:
             value = json.loads(record.text)
         except json.JSONDecodeError as exc:  # a JSON Lines line that is not JSON
-            yield Item(
+            yield SourceRecord(
                 RecordError(f"bad JSON: {exc.msg} at column {exc.colno}", "bad JSON"),
                 record.line,
                 record.index,
             )
             continue
-        yield Item(value, record.line, record.index, record_id(value))
+        yield SourceRecord(value, record.line, record.index, record_id(value))
     for problem in records.errors:
         raise SourceError(problem.reason, problem.line)
 
@@ -159,12 +159,16 @@ def no_other_media(value: Any, keys: Sequence[str] = ("videos", "audios")) -> No
             raise RecordError(f"{key!r}: Qwen-VL takes pictures only", "videos or audio")
 
 
-def turn(role: str, value: str) -> dict[str, str]:
-    """One turn of the output's ``conversations``."""
-    return {"from": role, "value": value}
+def turn(role: str, value: str, trained: bool = True) -> dict[str, Any]:
+    """One turn of the output's ``conversations``; an assistant turn kept as context only (``trained`` False) is
+    written with ``"train": false``."""
+    out: dict[str, Any] = {"from": role, "value": value}
+    if not trained:
+        out["train"] = False
+    return out
 
 
-def sample(sample_id: str, turns: list[dict[str, str]]) -> dict[str, Any]:
+def sample(sample_id: str, turns: list[dict[str, Any]]) -> dict[str, Any]:
     """One output sample (the original conversations format)."""
     return {"id": sample_id, "conversations": turns}
 
@@ -197,7 +201,7 @@ class Stats:
         return text
 
 
-class Job:
+class Conversion:
     """One conversion: its options, its image bookkeeping and its counts.
 
     Attributes:
@@ -352,13 +356,16 @@ def markup(writer: Callable[..., str], *args: Any) -> str:
         raise RecordError(str(exc), "bad markup") from None
 
 
-Importer = tuple[Callable[[Path, Job], Iterable[Item]], Callable[[Item, Job], list[dict[str, Any]]]]
+Importer = tuple[
+    Callable[[Path, Conversion], Iterable[SourceRecord]],
+    Callable[[SourceRecord, Conversion], list[dict[str, Any]]],
+]
 
 
 def run_conversion(
     importer: Importer,
     sources: Sequence[Path],
-    job: Job,
+    job: Conversion,
     on_error: OnError = "raise",
     err: TextIO | None = None,
 ) -> Stats:

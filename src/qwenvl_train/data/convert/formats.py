@@ -18,6 +18,7 @@ FORMATS = {
     "coco": ".coco",
     "refcoco": ".refcoco",
     "parquet": ".parquet",
+    "openai": ".openai",
 }
 
 

@@ -11,12 +11,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .common import IMAGE_PLACEHOLDER, Item, Job, RecordError, fill_images, json_items, require, sample, turn
+from .common import (
+    IMAGE_PLACEHOLDER,
+    Conversion,
+    RecordError,
+    SourceRecord,
+    fill_images,
+    json_items,
+    require,
+    sample,
+    turn,
+)
 
 ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 
 
-def items(source: Path, job: Job) -> Any:
+def items(source: Path, job: Conversion) -> Any:
     """The records of a LLaVA JSON or JSON Lines file."""
     return json_items(source)
 
@@ -39,7 +49,7 @@ def conversation(
     role_key: str = "from",
     value_key: str = "value",
     missing_first: bool = False,
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     """The output turns of ``turns`` (objects with ``role_key``/``value_key``), ``<image>`` placeholders filled
     with ``paths`` in order. Shared with the ShareGPT and ms-swift readers.
 
@@ -51,7 +61,7 @@ def conversation(
     """
     if not turns:
         raise RecordError("empty conversation", "bad structure")
-    out: list[dict[str, str]] = []
+    out: list[dict[str, Any]] = []
     used = 0
     placeholders = sum(
         t.get(value_key, "").count(IMAGE_PLACEHOLDER)
@@ -89,7 +99,7 @@ def conversation(
     return out
 
 
-def convert(item: Item, job: Job) -> list[dict[str, Any]]:
+def convert(item: SourceRecord, job: Conversion) -> list[dict[str, Any]]:
     """One LLaVA record as one sample."""
     conv = require(item.value, "conversations", list)
     paths = [job.image(p) for p in image_list(item.value, "image")]

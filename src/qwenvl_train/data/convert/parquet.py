@@ -7,8 +7,9 @@ Two layouts, told apart by the columns:
   <img>path</img>\\n`` at its place, the images taken in order (as many items as images);
 - the_cauldron: ``images`` and ``texts`` (``[{"user", "assistant"}]``); the pictures open the first user turn.
 
-Image bytes are written once to ``--images-out`` under their content hash (:meth:`.common.Job.image_bytes`); an
-image without bytes but with a ``path`` is used from there (resolved like any other path). The file is read with
+Image bytes are written once to ``--images-out`` under their content hash
+(:meth:`.common.Conversion.image_bytes`); an image without bytes but with a ``path`` is used from there (resolved
+like any other path). The file is read with
 pyarrow in batches of rows (``--batch-size``), so a file larger than memory converts. Records are named by their
 0-based row (``#N``); an ``id`` column gives the sample ids.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ...format.markup import image_markup
-from .common import Item, Job, RecordError, SourceError, markup, sample, turn
+from .common import Conversion, RecordError, SourceError, SourceRecord, markup, sample, turn
 
 WRITES_IMAGES = True
 ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
@@ -47,7 +48,7 @@ def open_parquet(source: Path) -> Any:
         raise SourceError(f"cannot read as parquet ({type(exc).__name__}: {exc})") from None
 
 
-def rows(parquet: Any, job: Job, columns: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+def rows(parquet: Any, job: Conversion, columns: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(index, row)`` of every row, ``columns`` only, read ``--batch-size`` rows at a time."""
     index = 0
     for batch in parquet.iter_batches(
@@ -58,7 +59,7 @@ def rows(parquet: Any, job: Job, columns: list[str]) -> Iterator[tuple[int, dict
             index += 1
 
 
-def items(source: Path, job: Job) -> Any:
+def items(source: Path, job: Conversion) -> Any:
     """The rows of a parquet file, batch by batch, each with the file's layout."""
     parquet = open_parquet(source)
     names = set(parquet.schema_arrow.names)
@@ -73,10 +74,12 @@ def items(source: Path, job: Job) -> Any:
         )
     for index, row in rows(parquet, job, [c for c in (layout, "images", "id") if c in names]):
         raw_id = row.get("id")
-        yield Item((layout, row), None, index, str(raw_id) if isinstance(raw_id, (str, int)) else None)
+        yield SourceRecord(
+            (layout, row), None, index, str(raw_id) if isinstance(raw_id, (str, int)) else None
+        )
 
 
-def _images(job: Job, row: dict[str, Any]) -> list[str]:
+def _images(job: Conversion, row: dict[str, Any]) -> list[str]:
     """The written path of each image of the row."""
     images = row.get("images") or []
     if not isinstance(images, list):
@@ -159,7 +162,7 @@ def _texts(row: dict[str, Any], paths: list[str]) -> list[dict[str, str]]:
     return out
 
 
-def convert(item: Item, job: Job) -> list[dict[str, Any]]:
+def convert(item: SourceRecord, job: Conversion) -> list[dict[str, Any]]:
     """One row as one sample."""
     layout, row = item.value
     paths = _images(job, row)

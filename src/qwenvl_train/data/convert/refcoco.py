@@ -27,7 +27,7 @@ from typing import Any
 
 from .coco import checked_size, grounding, load_instances
 from .coco import setup as coco_setup
-from .common import ConvertError, Item, Job, RecordError, json_items, record_id
+from .common import Conversion, ConvertError, RecordError, SourceRecord, json_items, record_id
 
 
 def setup(options: dict[str, Any], sources: list[Path]) -> list[Path]:
@@ -45,16 +45,16 @@ COLUMNS = ("id", "ref_id", "ann_id", "image_id", "split", "file_name", "image", 
            "expression")  # fmt: skip
 
 
-def _parquet_items(source: Path, job: Job) -> Any:
+def _parquet_items(source: Path, job: Conversion) -> Any:
     from .parquet import open_parquet, rows
 
     parquet = open_parquet(source)
     names = set(parquet.schema_arrow.names)
     for index, row in rows(parquet, job, [c for c in COLUMNS if c in names]):
-        yield Item(row, None, index, record_id(row))
+        yield SourceRecord(row, None, index, record_id(row))
 
 
-def items(source: Path, job: Job) -> Any:
+def items(source: Path, job: Conversion) -> Any:
     """The refs or exported records of a JSON, JSON Lines or parquet file."""
     found = _parquet_items(source, job) if source.suffix.lower() == ".parquet" else json_items(source)
     for item in found:
@@ -81,7 +81,7 @@ def sentences(value: dict[str, Any]) -> list[str]:
     return out
 
 
-def _picture(value: dict[str, Any], job: Job) -> tuple[str, tuple[int, int]]:
+def _picture(value: dict[str, Any], job: Conversion) -> tuple[str, tuple[int, int]]:
     """The written path and size of an exported record's picture: its bytes (written to ``--images-out``) when
     it carries them and that folder is given, else its path (``file_name``, or ``image`` as a path)."""
     image = value.get("image")
@@ -98,7 +98,7 @@ def _picture(value: dict[str, Any], job: Job) -> tuple[str, tuple[int, int]]:
     raise RecordError("no picture ('file_name' or 'image'); refs need --instances", "bad structure")
 
 
-def convert(item: Item, job: Job) -> list[dict[str, Any]]:
+def convert(item: SourceRecord, job: Conversion) -> list[dict[str, Any]]:
     """One ref (or exported object) as one conversation per expression."""
     value = item.value
     if not isinstance(value, dict):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ...format.markup import box_markup, ref_markup
-from .common import Item, Job, RecordError, json_items, markup, no_other_media, require, sample
+from .common import Conversion, RecordError, SourceRecord, json_items, markup, no_other_media, require, sample
 from .llava import conversation
 from .sharegpt import MESSAGES
 
@@ -27,7 +27,7 @@ BOX_PLACEHOLDER = "<bbox>"
 BOX_TYPES = {"real": "xyxy", "norm1": "norm1"}
 
 
-def items(source: Path, job: Job) -> Any:
+def items(source: Path, job: Conversion) -> Any:
     """The records of an ms-swift JSON or JSON Lines file."""
     return json_items(source)
 
@@ -66,7 +66,7 @@ def _replace(text: str, placeholder: str, fills: list[str], start: int) -> tuple
     return out, start + len(pieces) - 1
 
 
-def convert(item: Item, job: Job) -> list[dict[str, Any]]:
+def convert(item: SourceRecord, job: Conversion) -> list[dict[str, Any]]:
     """One ms-swift record as one sample."""
     value = item.value
     messages = require(value, "messages", list)

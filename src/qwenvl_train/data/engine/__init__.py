@@ -11,19 +11,19 @@ One sample's way through the engine:
    file are cut into chunks (:class:`~.chunks.ChunkJob`) and sent to a worker process (:mod:`.pipeline`).
 3. In the worker, :func:`~.records.sample_from_record` decodes the record and checks its structure: a
    :class:`~qwenvl_train.format.sample.Sample` (turns with roles resolved, structural errors beside them).
-4. :func:`~.samples.scan_sample` applies every rule, parses the markup, renders ids and labels and truncates: a
+4. :func:`~.samples.scan_sample` applies every rule, parses the markup, renders ids and the trained mask and truncates: a
    :class:`~.samples.SampleScan` (every problem, or the ids and the trained mask as arrays);
    :func:`~.samples.check_image` checks the images it names.
 5. :class:`~.chunks.ChunkScan` counts it and, when it is kept, packs it with the chunk's other kept samples
    (:class:`~.columns.ItemsPart`), which travels back to this process.
 6. :class:`~.chunks.Assembler` merges the chunks in input order and appends the kept samples to memory-mapped
-   columns (:mod:`.columns`): the :class:`~.columns.ScanResult`, which :mod:`.cache` keeps under a key of
+   columns (:mod:`.columns`): the :class:`~.result.ScanResult`, which :mod:`.cache` keeps under a key of
    everything it depends on, for later runs, check-data and every rank (one process scans while the others wait).
-7. Training reads the sample back from the columns as an :class:`~.columns.Item` (``input_ids``, ``labels``,
-   images); ``data.dataset`` loads its images, the collator pads it into a batch.
+7. Training reads the sample back from the columns as an :class:`~.columns.Item` (``input_ids``, the trained
+   mask, whose ``labels`` are made there, images); ``data.dataset`` loads its images, the collator pads it into a batch.
 
 A sample with any error is never kept; whether errors stop training or are skipped is the caller's choice
-(``on_error``, applied by :meth:`~.columns.ScanResult.raise_for_errors`).
+(``on_error``, applied by :meth:`~.result.ScanResult.raise_for_errors`).
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from pathlib import Path
 from ...format.render import TextEncoder
 from ..options import DataOptions
 from .cache import CacheKey, ScanCache, cache_root, scan_uncached
-from .columns import Item, ScanItems, ScanResult, ScanSummary
+from .columns import Item, ScanItems
 from .pipeline import release_free_memory, resolve_workers, run_forked, runs_forked, scan_files
+from .result import ScanResult, ScanSummary
 from .streams import take_streams
 
 __all__ = ["Item", "ScanItems", "ScanResult", "ScanSummary", "scan"]

@@ -54,7 +54,7 @@ from ..filekinds import special_kind
 from ..images import is_url
 from ..options import RUN_ONLY, DataOptions
 from . import streams
-from .columns import META_FILE, ScanResult
+from .result import META_FILE, ScanResult
 from .samples import check_image
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ PROBE = f"Hello, world! 你好 e\u0301 {st.IM_START}user\n<img>a.png</img><ref>x
 #: it renders, the image checks and the options.
 SCAN_MODULES = (
     "data.engine", "data.engine.cache", "data.engine.chunks", "data.engine.columns", "data.engine.pipeline",
-    "data.engine.reader", "data.engine.records", "data.engine.samples", "data.engine.streams",
+    "data.engine.reader", "data.engine.records", "data.engine.result", "data.engine.samples", "data.engine.streams",
     "data.errors", "data.filekinds", "data.images", "data.options",
     "format", "format.markup", "format.render", "format.rules", "format.sample", "format.tokens",
 )  # fmt: skip

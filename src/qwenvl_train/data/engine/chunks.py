@@ -28,18 +28,9 @@ import numpy as np
 from ...format.render import TextEncoder
 from ...format.sample import DataProblem
 from ..options import DataOptions
-from .columns import (
-    DUPLICATE_EXAMPLES,
-    LONG_EXAMPLES,
-    Columns,
-    ItemsPart,
-    ItemsWriter,
-    PartBuilder,
-    ScanItems,
-    ScanResult,
-    ScanSummary,
-)
+from .columns import Columns, ItemsPart, ItemsWriter, PartBuilder, ScanItems
 from .records import Record, sample_from_record
+from .result import DUPLICATE_EXAMPLES, LONG_EXAMPLES, ScanResult, ScanSummary
 from .samples import SampleScan, check_image, scan_sample
 
 VERDICT_MEMO = 1 << 16  # image verdicts a process remembers (then it starts over: a memo, not a record)

@@ -33,8 +33,9 @@ from ...format.render import TextEncoder
 from ..options import DataOptions
 from . import streams
 from .chunks import Assembler, ChunkJob, ChunkScan, ChunkScanner
-from .columns import ScanResult, result_columns
+from .columns import result_columns
 from .records import FileRecords, Record
+from .result import ScanResult
 
 CHUNK_RECORDS = 256  # records per chunk: ~0.1 s of work, far above the cost of sending it to a worker
 CHUNK_CHARS = 1 << 20  # ... or fewer, when records are long

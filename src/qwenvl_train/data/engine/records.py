@@ -21,6 +21,9 @@ Accepted input (the original Qwen-VL format)::
   not (``"user "`` is an error).
 - ``id`` is optional (string or integer); without it a sample is called ``#N``, its 0-based position
   in its file. Other keys are ignored.
+- An assistant turn may carry ``"train": false``: it stays in the conversation as context the model reads, but
+  none of it is trained (OpenAI's ``"weight": 0``); ``true`` is the default. On any other turn only ``true`` is
+  accepted (user and system turns are never trained).
 
 Files are read incrementally (:class:`FileRecords`, over :mod:`.reader`): JSON Lines line by line, a JSON
 list element by element, so that neither the whole text nor all the decoded objects are ever held at once; each
@@ -120,6 +123,13 @@ def sample_from_object(obj: Any, file: Path, index: int, line: int | None) -> Sa
             err(f"'value' is a {_type_name(value)}, expected a string", i)
             continue
         resolved = _resolve_role(role)
+        trained = turn.get("train", True)
+        if not isinstance(trained, bool):
+            err(f"'train' is a {_type_name(trained)}, expected true or false", i)
+            continue
+        if resolved is not None and not trained and resolved != "assistant":
+            err(f"'train': false on a {role!r} turn: only assistant turns are trained", i)
+            continue
         if resolved is None:
             hint = " (no spaces around a role)" if _resolve_role(role.strip()) else ""
             err(
@@ -132,7 +142,7 @@ def sample_from_object(obj: Any, file: Path, index: int, line: int | None) -> Sa
             else:
                 sample.system = value
         else:
-            sample.turns.append(Turn(resolved, value, i))
+            sample.turns.append(Turn(resolved, value, i, trained))
     return sample
 
 

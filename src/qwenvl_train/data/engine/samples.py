@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...format.render import IGNORE_INDEX, TextEncoder, parse_turns, render_parsed
+from ...format.render import TextEncoder, parse_turns, render_parsed
 from ...format.rules import check_parsed, check_shape, check_values
 from ...format.sample import DataProblem, Sample
 from ..errors import ImageError
@@ -111,7 +111,7 @@ def scan_sample(raw: Sample, tokenizer: TextEncoder, options: DataOptions, n_que
         out.cut, out.turns_removed = True, rendered.num_turns - shorter.num_turns
         rendered = shorter
     out.input_ids = np.array(rendered.input_ids, dtype=np.int32)
-    out.trained = np.array(rendered.labels, dtype=np.int32) != IGNORE_INDEX
+    out.trained = np.array(rendered.trained, dtype=np.bool_)
     out.images, out.image_turns = rendered.images, rendered.image_turns
     return out
 

@@ -9,6 +9,9 @@ them.
 A full disk is recognised whatever raised it: ``OSError`` with ``ENOSPC`` / ``EDQUOT`` (Python's own writes),
 safetensors' ``SafetensorError`` ("No space left on device (os error 28)") and torch's ``RuntimeError``
 ("PytorchStreamWriter failed writing file ...: file write failed"), also when chained.
+
+A base module (the standard library only), so that every layer that saves (training, ``export``'s merge) uses it
+without reaching into another.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..errors import UserError
+from .errors import UserError
 
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 #: How libraries that do not raise OSError say it (safetensors' Rust errors, torch's stream writer).
@@ -59,6 +62,16 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
+def format_bytes(n: int) -> str:
+    """1536 -> '1.5 KB' (powers of 1024)."""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{n} B"
+
+
 def free_bytes(folder: str | Path) -> int:
     """Free bytes on the file system of ``folder`` (or of its nearest existing parent)."""
     path = Path(folder).absolute()
@@ -79,8 +92,6 @@ def disk_full_line(folder: str | Path, what: str, needed: int | None, after: str
         needed: bytes the save needs (None: unknown).
         after: where the work is now and what to do (:func:`resume_advice`, or a command's own).
     """
-    from .preflight import format_bytes
-
     needs = f"it needs about {format_bytes(needed)}, " if needed else ""
     return (
         f"{folder}: No space left on device while saving {what} ({needs}{format_bytes(free_bytes(folder))} free); "

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..format.boxes import to_pixels
 from ..format.markup import parse_groundings, split_markup
 
 KINDS = ("box", "quad")
 
 
-def to_pixels(box: tuple[int, int, int, int], width: int, height: int) -> list[int]:
-    """[0, 1000) coordinates scaled to pixels as the original draws them: ``int(x / 1000 * width)``."""
+def box_pixels(box: tuple[int, int, int, int], width: int, height: int) -> list[int]:
+    """A [0, 1000) box scaled to pixels as the original draws it (:func:`qwenvl_train.format.boxes.to_pixels`)."""
     x1, y1, x2, y2 = box
-    return [int(x1 / 1000 * width), int(y1 / 1000 * height), int(x2 / 1000 * width), int(y2 / 1000 * height)]
+    return [v for point in to_pixels([(x1, y1), (x2, y2)], width, height) for v in point]
 
 
 def boxes_field(text: str, picture: int | None, size: tuple[int, int] | None) -> list[dict[str, Any]]:
@@ -45,7 +46,7 @@ def boxes_field(text: str, picture: int | None, size: tuple[int, int] | None) ->
                 "box": list(box) if box is not None else None,
                 "points": [list(p) for p in grounding.points] if grounding.points is not None else None,
                 "picture": picture,
-                "pixels": to_pixels(box, *size) if box is not None and size is not None else None,
+                "pixels": box_pixels(box, *size) if box is not None and size is not None else None,
             }
         )
     return out

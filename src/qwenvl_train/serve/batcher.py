@@ -1,4 +1,4 @@
-"""The batching engine: one worker thread generates every queued request, together, in left-padded batches.
+"""The batcher: one worker thread generates every queued request, together, in left-padded batches.
 
 Requests wait in a queue. Whenever rows are free (at most ``max_batch_size`` in all), the waiting requests are
 prefilled together (left-padded, :func:`qwenvl_train.inference.generation.left_pad`) and join the running batch
@@ -178,7 +178,7 @@ def join(a: Batch, b: Batch) -> Batch:
     return Batch(a.rows + b.rows, DynamicCache(ddp_cache_data=layers), mask, positions, a.alpha)
 
 
-class Engine:
+class Batcher:
     """The worker thread and its queue (see the module docstring).
 
     Args:

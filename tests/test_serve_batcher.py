@@ -45,7 +45,7 @@ class Collector:
         self.events.put(event)
 
     def wait(self):
-        from qwenvl_train.serve.engine import Delta
+        from qwenvl_train.serve.batcher import Delta
 
         deadline = time.monotonic() + TIMEOUT_S
         while True:
@@ -57,7 +57,7 @@ class Collector:
 
 
 def job(prompt, pixels=None, max_new_tokens=12, collector=None):
-    from qwenvl_train.serve.engine import Job
+    from qwenvl_train.serve.batcher import Job
     from qwenvl_train.serve.sampling import Sampling
 
     collector = collector or Collector()
@@ -106,10 +106,10 @@ def decoded(tokenizer, ids) -> str:
 
 
 def test_batched_rows_answer_as_alone(loaded, prompts, expected) -> None:
-    from qwenvl_train.serve.engine import Done, Engine
+    from qwenvl_train.serve.batcher import Batcher, Done
 
     model, tokenizer = loaded
-    engine = Engine(model, tokenizer, max_batch_size=8)
+    engine = Batcher(model, tokenizer, max_batch_size=8)
     try:
         jobs = [job(p, px) for p, px in prompts]
         for j, _ in jobs:
@@ -127,7 +127,7 @@ def test_batched_rows_answer_as_alone(loaded, prompts, expected) -> None:
 def test_late_requests_join_the_running_batch(loaded, prompts, expected, monkeypatch) -> None:
     """Rows prefilled at different times share one cache (left-padded) and still answer as alone; never more
     than max_batch_size rows in a forward."""
-    from qwenvl_train.serve.engine import Engine
+    from qwenvl_train.serve.batcher import Batcher
 
     model, tokenizer = loaded
     widths: list[int] = []
@@ -138,7 +138,7 @@ def test_late_requests_join_the_running_batch(loaded, prompts, expected, monkeyp
         return forward(*args, **kwargs)
 
     monkeypatch.setattr(model, "forward", counting)
-    engine = Engine(model, tokenizer, max_batch_size=3)
+    engine = Batcher(model, tokenizer, max_batch_size=3)
     try:
         first = [job(p, px, max_new_tokens=12) for p, px in prompts[:2]]
         for j, _ in first:
@@ -159,10 +159,10 @@ def test_late_requests_join_the_running_batch(loaded, prompts, expected, monkeyp
 
 
 def test_cancelled_row_leaves_at_once_and_others_finish(loaded, prompts, expected) -> None:
-    from qwenvl_train.serve.engine import Engine
+    from qwenvl_train.serve.batcher import Batcher
 
     model, tokenizer = loaded
-    engine = Engine(model, tokenizer, max_batch_size=4)
+    engine = Batcher(model, tokenizer, max_batch_size=4)
     try:
         long_job, long_events = job(prompts[0][0], max_new_tokens=10_000)
         engine.submit(long_job)
@@ -182,10 +182,10 @@ def test_cancelled_row_leaves_at_once_and_others_finish(loaded, prompts, expecte
 
 
 def test_a_failure_fails_only_its_own_rows(loaded, prompts, expected) -> None:
-    from qwenvl_train.serve.engine import Done, Engine, Failed
+    from qwenvl_train.serve.batcher import Batcher, Done, Failed
 
     model, tokenizer = loaded
-    engine = Engine(model, tokenizer, max_batch_size=4)
+    engine = Batcher(model, tokenizer, max_batch_size=4)
     try:
         size = model.config.image_size
         broken, broken_events = job(prompts[1][0], torch.randn(2, 3, size, size))  # one span, two pictures
@@ -200,13 +200,13 @@ def test_a_failure_fails_only_its_own_rows(loaded, prompts, expected) -> None:
 
 
 def test_stop_strings_end_the_answer(loaded, prompts, expected) -> None:
-    from qwenvl_train.serve.engine import Engine
+    from qwenvl_train.serve.batcher import Batcher
 
     model, tokenizer = loaded
     full = decoded(tokenizer, expected[3])
     assert len(full) > 4
     stop = full[2:4]
-    engine = Engine(model, tokenizer)
+    engine = Batcher(model, tokenizer)
     try:
         j, collector = job(prompts[3][0])
         j.stop = [stop]

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from qwenvl_train.serve import images
-from qwenvl_train.serve.images import ImagePolicy
+from qwenvl_train.serve import fetch
+from qwenvl_train.serve.fetch import ImagePolicy
 from qwenvl_train.serve.schema import APIError
 from serve_fixtures import running_server
 
@@ -103,14 +103,14 @@ def http_server() -> Iterator[int]:
 def connections(monkeypatch) -> list[tuple[str, int]]:
     """Every connection the fetcher opens; any address but 127.0.0.1 fails the test before connecting."""
     made: list[tuple[str, int]] = []
-    real = images.connect
+    real = fetch.connect
 
     def guarded(address: str, port: int, timeout: float) -> socket.socket:
         made.append((address, port))
         assert address == "127.0.0.1", f"a connection to {address} was attempted"
         return real(address, port, timeout)
 
-    monkeypatch.setattr(images, "connect", guarded)
+    monkeypatch.setattr(fetch, "connect", guarded)
     return made
 
 
@@ -127,7 +127,7 @@ def names(monkeypatch) -> dict[str, list[str]]:
         except ValueError:
             raise socket.gaierror(f"unknown test name {host}") from None
 
-    monkeypatch.setattr(images, "resolve", resolve)
+    monkeypatch.setattr(fetch, "resolve", resolve)
     return table
 
 
@@ -144,44 +144,44 @@ def refused(call, code: str) -> APIError:
      "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "224.0.0.1", "255.255.255.255"],
 )  # fmt: skip
 def test_non_public_addresses(address: str) -> None:
-    assert not images.is_public(address)
+    assert not fetch.is_public(address)
 
 
 def test_public_addresses() -> None:
-    assert images.is_public("93.184.216.34") and images.is_public("2606:4700::1111")
+    assert fetch.is_public("93.184.216.34") and fetch.is_public("2606:4700::1111")
 
 
 @pytest.mark.parametrize("address", ["10.0.0.5", "169.254.169.254", "127.0.0.1", "::1"])
 def test_private_names_are_refused_before_connecting(names, connections, address: str) -> None:
     names["pictures.test"] = ["93.184.216.34", address]  # one private address among public ones is enough
     error = refused(
-        lambda: images.fetch_url("http://pictures.test/a.png", ImagePolicy(), PARAM), "forbidden_url"
+        lambda: fetch.fetch_url("http://pictures.test/a.png", ImagePolicy(), PARAM), "forbidden_url"
     )
     assert address in error.message and "--allow-private-urls" in error.message
     assert connections == []
 
 
 def test_literal_private_ip_is_refused_before_connecting(connections) -> None:
-    refused(lambda: images.fetch_url("http://10.20.30.40/x.png", ImagePolicy(), PARAM), "forbidden_url")
-    refused(lambda: images.fetch_url("http://[::1]:8080/x.png", ImagePolicy(), PARAM), "forbidden_url")
+    refused(lambda: fetch.fetch_url("http://10.20.30.40/x.png", ImagePolicy(), PARAM), "forbidden_url")
+    refused(lambda: fetch.fetch_url("http://[::1]:8080/x.png", ImagePolicy(), PARAM), "forbidden_url")
     assert connections == []
 
 
 def test_every_redirect_is_checked_again(names, connections, monkeypatch) -> None:
     """A public name redirecting to a private address: the redirect is refused, never followed."""
     monkeypatch.setattr(
-        images, "is_public", lambda address: address == "127.0.0.1"
+        fetch, "is_public", lambda address: address == "127.0.0.1"
     )  # 127.0.0.1 plays 'public'
     names["public.test"] = ["127.0.0.1"]
     names["internal.test"] = ["10.9.8.7"]
     with http_server() as port:
-        data = images.fetch_url(f"http://public.test:{port}/a.png", ImagePolicy(), PARAM)
+        data = fetch.fetch_url(f"http://public.test:{port}/a.png", ImagePolicy(), PARAM)
         assert data == png()
         url = f"http://public.test:{port}/redirect?to=http://internal.test/secret.png"
-        error = refused(lambda: images.fetch_url(url, ImagePolicy(), PARAM), "forbidden_url")
+        error = refused(lambda: fetch.fetch_url(url, ImagePolicy(), PARAM), "forbidden_url")
         assert "10.9.8.7" in error.message
         refused(
-            lambda: images.fetch_url(f"http://public.test:{port}/loop", ImagePolicy(), PARAM),
+            lambda: fetch.fetch_url(f"http://public.test:{port}/loop", ImagePolicy(), PARAM),
             "unreachable_url",
         )
     assert {address for address, _ in connections} == {"127.0.0.1"}
@@ -191,20 +191,20 @@ def test_limits_and_http_errors_with_private_urls_allowed(connections) -> None:
     allowed = ImagePolicy(allow_private_urls=True)
     with http_server() as port:
         base = f"http://127.0.0.1:{port}"
-        picture = images.load(f"{base}/a.png", allowed, PARAM, SIZE)
+        picture = fetch.load(f"{base}/a.png", allowed, PARAM, SIZE)
         assert (picture.width, picture.height) == (64, 48) and tuple(picture.pixels.shape) == (3, SIZE, SIZE)
-        redirected = images.load(f"{base}/redirect?to=/a.png", allowed, PARAM, SIZE)
+        redirected = fetch.load(f"{base}/redirect?to=/a.png", allowed, PARAM, SIZE)
         assert redirected.width == 64
         small = ImagePolicy(allow_private_urls=True, max_bytes=1000)
-        refused(lambda: images.fetch_url(f"{base}/big", small, PARAM), "image_too_large")
+        refused(lambda: fetch.fetch_url(f"{base}/big", small, PARAM), "image_too_large")
         quick = ImagePolicy(allow_private_urls=True, timeout=0.3)
-        refused(lambda: images.fetch_url(f"{base}/slow", quick, PARAM), "image_timeout")
+        refused(lambda: fetch.fetch_url(f"{base}/slow", quick, PARAM), "image_timeout")
         # A body trickling in a byte at a time: the deadline is the whole download's, not each read's.
         started = time.monotonic()
-        refused(lambda: images.fetch_url(f"{base}/trickle", quick, PARAM), "image_timeout")
+        refused(lambda: fetch.fetch_url(f"{base}/trickle", quick, PARAM), "image_timeout")
         assert time.monotonic() - started < 2.0
-        refused(lambda: images.fetch_url(f"{base}/missing.png", allowed, PARAM), "unreachable_url")
-        refused(lambda: images.load(f"{base}/big", allowed, PARAM, SIZE), "invalid_image")  # not an image
+        refused(lambda: fetch.fetch_url(f"{base}/missing.png", allowed, PARAM), "unreachable_url")
+        refused(lambda: fetch.load(f"{base}/big", allowed, PARAM, SIZE), "invalid_image")  # not an image
 
 
 def test_local_images_stay_inside_their_folder(tmp_path: Path) -> None:
@@ -214,17 +214,17 @@ def test_local_images_stay_inside_their_folder(tmp_path: Path) -> None:
     (tmp_path / "secret.png").write_bytes(png())
     (root / "link.png").symlink_to(tmp_path / "secret.png")
     policy = ImagePolicy(local_dir=root)
-    assert images.load("sub/a.png", policy, PARAM, SIZE).width == 64
-    assert images.load(str(root / "sub" / "a.png"), policy, PARAM, SIZE).width == 64
-    assert images.load(f"file://{root}/sub/a.png", policy, PARAM, SIZE).width == 64
+    assert fetch.load("sub/a.png", policy, PARAM, SIZE).width == 64
+    assert fetch.load(str(root / "sub" / "a.png"), policy, PARAM, SIZE).width == 64
+    assert fetch.load(f"file://{root}/sub/a.png", policy, PARAM, SIZE).width == 64
     for escape in ("../secret.png", "sub/../../secret.png", str(tmp_path / "secret.png"), "link.png",
                    f"file://{tmp_path}/secret.png", "/etc/passwd"):  # fmt: skip
-        refused(lambda escape=escape: images.load(escape, policy, PARAM, SIZE), "forbidden_path")
-    refused(lambda: images.load("sub/none.png", policy, PARAM, SIZE), "invalid_image")
-    refused(lambda: images.load("sub/a\0.png", policy, PARAM, SIZE), "forbidden_path")
+        refused(lambda escape=escape: fetch.load(escape, policy, PARAM, SIZE), "forbidden_path")
+    refused(lambda: fetch.load("sub/none.png", policy, PARAM, SIZE), "invalid_image")
+    refused(lambda: fetch.load("sub/a\0.png", policy, PARAM, SIZE), "forbidden_path")
     (root / "loop").symlink_to(root / "loop")
-    refused(lambda: images.load("loop/a.png", policy, PARAM, SIZE), "forbidden_path")
-    refused(lambda: images.load("sub/a.png", ImagePolicy(), PARAM, SIZE), "forbidden_path")
+    refused(lambda: fetch.load("loop/a.png", policy, PARAM, SIZE), "forbidden_path")
+    refused(lambda: fetch.load("sub/a.png", ImagePolicy(), PARAM, SIZE), "forbidden_path")
 
 
 def test_through_the_api(tiny_model_dir: Path, tmp_path: Path, connections) -> None:

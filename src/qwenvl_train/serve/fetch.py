@@ -11,9 +11,9 @@ An ``image_url`` part names its picture one of three ways:
 - a local path (or ``file://`` URL): only when ``local_dir`` is set, and only a file inside that folder (after
   following symbolic links and ``..``).
 
-The bytes are then opened by the training loader itself (:func:`qwenvl_train.data.images.load_image`: the
-decompression-bomb guard, the pixel limit, the RGB conversion) and turned into the model's input by the
-model's own transform, so a served model sees the pixels training showed it. Every failure is an
+The bytes are then decoded in memory by the training loader's decoder
+(:func:`qwenvl_train.data.images.decode_image`: the decompression-bomb guard, the pixel limit, the RGB conversion;
+a local file by ``load_image``) and turned into the model's input by the model's own transform, so a served model sees the pixels training showed it. Every failure is an
 :class:`~.schema.APIError` (400) naming the message part.
 """
 
@@ -26,18 +26,20 @@ import ipaddress
 import os
 import socket
 import ssl
-import tempfile
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..data.errors import ImageError
-from ..data.images import DEFAULT_MAX_DOWNLOAD_BYTES, Deadline, load_image
+from ..data.images import DEFAULT_MAX_DOWNLOAD_BYTES, Deadline, decode_image, load_image
 from ..data.options import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT
 from .schema import APIError
 
 MAX_REDIRECTS = 5
+#: How an error names a picture received as bytes (it has no path).
+PICTURE = "the image"
 USER_AGENT = "qwenvl-train-serve"
 
 
@@ -272,20 +274,21 @@ def local_path(ref: str, policy: ImagePolicy, param: str) -> Path:
 
 
 def decode(data: bytes, policy: ImagePolicy, param: str, image_size: int) -> LoadedImage:
-    """Open ``data`` with the training loader (bomb guard, pixel limit, RGB) and transform it for the model."""
-    with tempfile.NamedTemporaryFile(prefix="qwenvl-serve-", suffix=".img") as handle:
-        handle.write(data)
-        handle.flush()
-        return _load(handle.name, policy, param, image_size)
+    """Decode ``data`` with the training loader's decoder (bomb guard, pixel limit, RGB) and transform it for the
+    model."""
+    return _load(
+        lambda: decode_image(data, PICTURE, max_pixels=policy.max_pixels), PICTURE, param, image_size
+    )
 
 
-def _load(path: str, policy: ImagePolicy, param: str, image_size: int) -> LoadedImage:
+def _load(open_picture: Callable[[], Any], name: str, param: str, image_size: int) -> LoadedImage:
+    """The picture ``open_picture`` gives, for the model; an :class:`ImageError` (naming ``name``) becomes a 400."""
     from ..model.image_processing import preprocess_image
 
     try:
-        image = load_image(path, max_pixels=policy.max_pixels, timeout=policy.timeout)
+        image = open_picture()
     except ImageError as exc:
-        message = str(exc).replace(f"{path}: ", "").replace(path, "the image")
+        message = str(exc).replace(f"{name}: ", "").replace(name, PICTURE)
         raise _refuse(param, message, "invalid_image") from None
     return LoadedImage(preprocess_image(image, image_size), image.width, image.height)
 
@@ -301,7 +304,8 @@ def load(url: str, policy: ImagePolicy, param: str, image_size: int) -> LoadedIm
         path = local_path(url, policy, param)
         if path.stat().st_size > policy.max_bytes:
             raise _refuse(param, f"the image is larger than {policy.max_bytes} bytes", "image_too_large")
-        return _load(str(path), policy, param, image_size)
+        load_file = lambda: load_image(str(path), max_pixels=policy.max_pixels, timeout=policy.timeout)  # noqa: E731
+        return _load(load_file, str(path), param, image_size)
     raise _refuse(
         param, f"unsupported image URL scheme {scheme!r} (use data:, http: or https:)", "invalid_url"
     )
