@@ -87,3 +87,12 @@ def test_hard_inputs_prints_the_peak_memory_of_check_data_per_input() -> None:
     assert [row[0] for row in rows] == ["small", "csv", "record"]
     assert [row[2] for row in rows] == ["0", "1", "1"]  # the bad file and the oversized record are reported
     assert "bad JSON" in out and "no sample left to train on" in out
+
+
+def test_eval_speed_prints_questions_per_second_of_both_loops() -> None:
+    out = run("eval_speed.py", "--questions", "3", "--batch-sizes", "2", "--repeat", "1")
+    header, rows = table_rows(out, "q/s")
+    for column in ("path", "batch", "questions", "seconds", "q/s", "ratio"):
+        assert column in header
+    assert [row[:3] for row in rows] == [["original", "2", "3"], ["ours", "2", "3"]]
+    assert all(float(row[4]) > 0 for row in rows) and float(rows[0][5]) == 1.0

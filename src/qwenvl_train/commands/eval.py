@@ -9,6 +9,15 @@ A table is printed at the end; --out gets the metrics and every sample's prompt,
 A sample that cannot be evaluated (turns not alternating, no answer at the end, a malformed reference box, an
 image that cannot be read) stops the run with one line naming it, or is skipped and counted with --on-error skip.
 
+    qwenvl-train eval --benchmark textvqa_val --data textvqa_val.jsonl --questions Q.json --annotations A.json \
+        --model DIR [--adapter DIR] [--save-predictions P.jsonl] [--resume] --out METRICS.json [--report DIR]
+    qwenvl-train eval --benchmark refcoco_val --data refcoco_val.jsonl --predictions P.jsonl --out METRICS.json
+
+asks an original eval_mm benchmark exactly as the Qwen-VL scripts do (their prompts, decoding and metrics; see
+qwenvl_train.eval_mm) and prints its metrics; --predictions scores saved answers without a model; --report DIR
+writes a page with the metrics, the breakdowns and the worst answers with their pictures. Under
+`torchrun --nproc_per_node N -m qwenvl_train eval --benchmark ...` the questions are split over the ranks.
+
     qwenvl-train eval --compare base.json tuned.json [--out TABLE.md] [--chart CHART.png]
 
 compares metrics files of benchmark runs (the first is the base) in one table with the paper's figures beside them
@@ -23,6 +32,60 @@ import sys
 from pathlib import Path
 
 from .model_options import add_generation_arguments, add_model_arguments, generation_overrides, positive_int
+
+#: Options that only ``--benchmark`` reads (attribute names).
+BENCHMARK_ONLY = (
+    "questions",
+    "annotations",
+    "image_root",
+    "predictions",
+    "save_predictions",
+    "resume",
+    "scoring",
+)
+
+
+def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``eval --benchmark`` (issue #26's command line)."""
+    group = parser.add_argument_group("benchmarks (the original Qwen-VL eval_mm scripts, reproduced)")
+    group.add_argument(
+        "--benchmark",
+        metavar="NAME",
+        help="an original eval_mm benchmark: textvqa_val, vqav2_val, docvqa_val, chartqa_test_human, gqa_testdev, "
+        "refcoco_val, scienceqa_test_img, seed_bench_image, flickr, nocaps, mme... (--data is its file, unchanged)",
+    )
+    group.add_argument(
+        "--questions", metavar="Q.json", help="the official VQA questions JSON (VQA-score family)"
+    )
+    group.add_argument(
+        "--annotations",
+        metavar="A.json",
+        help="the official VQA annotations JSON, DocVQA's val_v1.0.json, or SEED-Bench.json (its dimensions)",
+    )
+    group.add_argument(
+        "--image-root", metavar="DIR", help="relative picture paths of --data resolve here (default: the current "
+        "directory, as the original scripts)"
+    )  # fmt: skip
+    group.add_argument(
+        "--predictions",
+        metavar="FILE",
+        help="score these saved answers (JSON list or JSON Lines) without a model",
+    )
+    group.add_argument(
+        "--save-predictions",
+        metavar="FILE",
+        help="append every answer here as it comes (JSON Lines, flushed)",
+    )
+    group.add_argument(
+        "--resume", action="store_true", help="skip the questions already answered in --save-predictions"
+    )
+    group.add_argument(
+        "--scoring",
+        choices=("original", "official"),
+        default=None,
+        help="original (default): the numbers the original scripts print, quirks included; official: the "
+        "benchmarks' own definitions where they differ",
+    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -53,7 +116,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--report",
         metavar="DIR",
         default=None,
-        help="also write DIR/index.html: the metrics and every answer's boxes drawn on its picture, worst first",
+        help="also write DIR/index.html: the metrics and every answer's boxes drawn on its picture, worst first "
+        "(with --benchmark: the breakdowns, and the answers lowest score first)",
     )
     parser.add_argument(
         "--report-samples",
@@ -70,6 +134,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "in one table with the paper's figures; --out gets the markdown table",
     )
     parser.add_argument("--chart", metavar="PNG", help="with --compare: also draw the table as a bar chart")
+    add_benchmark_arguments(parser)
     add_generation_arguments(parser, greedy_default=True)
     parser.set_defaults(func=run)
     return parser
@@ -85,6 +150,11 @@ def run(args: argparse.Namespace) -> int:
                 "--compare reads metrics files and loads no model: drop --model and --data"
             )
         return _compare(args)
+    if args.benchmark:
+        return _benchmark(args)
+    if any(getattr(args, key) for key in BENCHMARK_ONLY):
+        options = ", ".join("--" + key.replace("_", "-") for key in BENCHMARK_ONLY if getattr(args, key))
+        raise ConfigurationError(f"{options}: only with --benchmark NAME")
     if args.chart:
         raise ConfigurationError("--chart goes with --compare")
     if not args.data:
@@ -161,3 +231,71 @@ def _compare(args: argparse.Namespace) -> int:
         if path:
             print(f"{what}: {path}", file=sys.stderr)
     return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    """``eval --benchmark``: generate (unless ``--predictions``) and score; print the table, write ``--out``."""
+    from ..errors import ConfigurationError
+
+    if not args.data or len(args.data) != 1:
+        raise ConfigurationError(
+            "--benchmark needs --data FILE: the benchmark's eval_mm file (MME: its task folder)"
+        )
+    generation = [
+        name for name in ("max_new_tokens", "top_p", "temperature") if getattr(args, name) is not None
+    ]
+    if generation or args.sample:
+        named = ", ".join(
+            "--" + n.replace("_", "-") for n in generation + (["sample"] if args.sample else [])
+        )
+        raise ConfigurationError(f"{named}: --benchmark decodes with the original script's settings")
+    from ..eval_mm.runner import BenchmarkRun, run_benchmark
+
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
+    run = BenchmarkRun(
+        benchmark=args.benchmark,
+        data=Path(args.data[0]),
+        questions=path(args.questions),
+        annotations=path(args.annotations),
+        image_root=path(args.image_root),
+        predictions=path(args.predictions),
+        model=args.model,
+        adapter=args.adapter,
+        save_predictions=path(args.save_predictions),
+        resume=args.resume,
+        out=path(args.out),
+        batch_size=args.batch_size,
+        scoring=args.scoring or "original",
+        on_error="skip" if args.on_error == "skip" else "stop",
+        device=args.device,
+        dtype=args.dtype,
+    )
+    result = run_benchmark(run)
+    if result:  # rank 0 (the other ranks of a torchrun return nothing)
+        for line in result.get("skipped", []):
+            print(f"skipped: {line}", file=sys.stderr)
+        print(benchmark_table(result))
+        if args.out:
+            print(f"metrics: {args.out}", file=sys.stderr)
+        benchmark_report(args, result)
+    return 0
+
+
+def benchmark_table(result: dict) -> str:
+    """The table printed at the end of ``eval --benchmark``: the counts, then one line per metric (0-100 scale,
+    MME on its own)."""
+    counts = [f"{result.get('num_questions', 0)} question(s)", f"{result.get('num_missing', 0)} missing"]
+    for key, what in (("num_skipped", "skipped"), ("num_unknown", "unknown id(s)")):
+        if result.get(key):
+            counts.append(f"{result[key]} {what}")
+    lines = [f"{result.get('benchmark')} ({result.get('scoring', 'original')} scoring): {', '.join(counts)}"]
+    metrics = result.get("metrics") or {}
+    if not metrics:
+        lines.append("no local score: submit the predictions to the benchmark's evaluation server")
+        return "\n".join(lines)
+    width = max(len("metric"), *(len(k) for k in metrics))
+    lines.append(f"{'metric':<{width}}  {'value':>9}")
+    lines += [f"{key:<{width}}  {value:>9.2f}" for key, value in metrics.items()]
+    return "\n".join(lines)

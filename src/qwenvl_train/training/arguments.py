@@ -124,6 +124,17 @@ class DataArguments(DataOptions):
             "nargs": "+",
         },
     )
+    eval_benchmark: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "NAME=FILE (repeatable): an original eval_mm benchmark (qwenvl-train eval --benchmark names) asked "
+            "and scored at each evaluation as `eval --benchmark` does, logged as eval_<NAME>_<metric> (e.g. "
+            "eval_textvqa_val_vqa_accuracy); add ,questions=Q.json,annotations=A.json where the metric needs them. "
+            "Needs --eval_data or --eval_data_path (the evaluation's loss).",
+            "nargs": "+",
+            "action": "extend",
+        },
+    )
     eval_max_new_tokens: int | None = field(
         default=None,
         metadata={

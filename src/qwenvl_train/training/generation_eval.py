@@ -89,6 +89,8 @@ class GenerationEvalMixin:
     """Adds the generation metrics to the Trainer's evaluation (the ``eval_loss`` pass), in the same log entry."""
 
     generation_eval: GenerationEval | None = None
+    #: ``--eval_benchmark``: each returns ``{"<name>_<key>": value}`` (:mod:`.benchmark_eval`).
+    benchmark_evals: tuple[Any, ...] = ()
 
     def evaluation_loop(
         self,
@@ -109,6 +111,12 @@ class GenerationEvalMixin:
             output.metrics.update(
                 {f"{metric_key_prefix}_{k}": v for k, v in metrics.items() if k in LOGGED_METRICS}
             )
+        if self.benchmark_evals and description == "Evaluation":
+            args = self.args  # type: ignore[attr-defined]
+            for benchmark in self.benchmark_evals:
+                with self.autocast_smart_context_manager():  # type: ignore[attr-defined]
+                    metrics = benchmark(self.model, args.process_index, args.world_size)  # type: ignore[attr-defined]
+                output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in metrics.items()})
         return output
 
 

@@ -26,6 +26,7 @@ from ..disk_full import resume_advice, saving
 from ..errors import is_rank_zero, run_reporting
 from ..model.visual_config import VisionSettings, vision_settings
 from .arguments import Arguments, check_devices_only, parse_args
+from .benchmark_eval import attach_benchmark_evals
 from .distributed import finish, run_vision_every_step, setup_distributed
 from .generation_eval import attach_generation_eval
 from .help import cached_help
@@ -190,6 +191,8 @@ def build_trainer(
         attach_generation_eval(
             trainer, args.data.eval_data, tokenizer, args.data.on_error, args.data.eval_max_new_tokens
         )
+    if args.data.eval_benchmark:
+        attach_benchmark_evals(trainer, args.data.eval_benchmark, tokenizer, args.data.on_error)
     return trainer
 
 
