@@ -101,9 +101,10 @@ def check_data(
     Args:
         paths: data files.
         model_dir: model directory (``config.json`` for n_queries / image_size, ``qwen.tiktoken``).
-        dump: write ``{"id", "input_ids", "labels", "num_images"}`` per sample training gets to this JSONL file.
+        dump: write ``{"id", "input_ids", "labels", "num_images"}`` per sample training gets to this JSONL file
+            (``-`` or a device: streamed; see :mod:`qwenvl_train.outputs`).
         show: print this many of those samples with trained spans marked ``[[ ]]``.
-        out: where to print (stdout).
+        out: where to print (stdout; stderr when ``dump`` is the standard output).
         tokenizer: use this tokenizer instead of loading one from ``model_dir``.
         progress: progress bars (None: for large inputs on a terminal).
         on_result: called with the scan result and the tokenizer once everything is printed (``--report``
@@ -115,9 +116,12 @@ def check_data(
         unusable.
     """
     from ..model.visual_config import vision_settings
+    from ..outputs import output_target, writes_to_stdout
     from .engine import scan
 
-    out = out or sys.stdout
+    if dump is not None:  # a directory or a socket named --dump: one line before the scan
+        output_target(dump, "--dump")
+    out = out or (sys.stderr if writes_to_stdout(dump) else sys.stdout)
     model_dir = Path(model_dir)
     data_options = DataOptions(**{**CHECK_DEFAULTS, **options})
     try:
@@ -186,7 +190,9 @@ def print_report(result: ScanResult, out: TextIO) -> None:
 
 def write_dump(result: ScanResult, path: str | Path) -> None:
     """Every sample training gets, as JSON Lines: ``id``, ``input_ids``, ``labels``, ``num_images``."""
-    with open(path, "w", encoding="utf-8") as fh:
+    from ..outputs import open_output
+
+    with open_output(path, "--dump") as fh:  # atomic for a file; written through for - or a device
         for item in result.items:
             record = {
                 "id": item.id,
@@ -239,7 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dump",
         default=None,
         metavar="FILE.jsonl",
-        help="write ids and labels of every sample training gets",
+        help="write ids and labels of every sample training gets (-: the standard output, the report on stderr)",
     )
     parser.add_argument(
         "--show", type=int, default=0, metavar="K", help="print K samples with trained spans in [[ ]]"

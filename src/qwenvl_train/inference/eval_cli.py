@@ -16,7 +16,6 @@ import argparse
 import functools
 import json
 import sys
-from pathlib import Path
 
 from .cli_common import (
     add_generation_arguments,
@@ -42,7 +41,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="FILE",
         help="conversations (.json / .jsonl), training format",
     )
-    parser.add_argument("--out", metavar="FILE.json", help="write the metrics and per-sample results here")
+    parser.add_argument(
+        "--out",
+        metavar="FILE.json",
+        help="write the metrics and per-sample results here (-: the standard output, the table then on stderr)",
+    )
     parser.add_argument(
         "--batch-size", type=positive_int, default=8, metavar="N", help="prompts per batch (default 8)"
     )
@@ -72,11 +75,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Read the data, load the model, evaluate, print the table, write ``--out``."""
+    from ..outputs import check_output_folder, output_target, write_output, writes_to_stdout
     from .evaluate import evaluate_samples, format_table, read_eval_samples
     from .generation import chat_generation_config
     from .loading import load_for_inference
     from .metrics import summarize
 
+    if args.out:  # before the model runs: a directory or a socket named --out is one line now, not after it
+        output_target(args.out, "--out")
+    if args.report:
+        check_output_folder(args.report, "--report")
     samples, errors = read_eval_samples(args.data)
     if errors and args.on_error == "raise":
         for line in errors:
@@ -93,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped: {line}", file=sys.stderr)
     metrics = summarize(result.score for result in results)
     metrics["skipped"] = len(skipped)
-    print(format_table(metrics))
+    print(format_table(metrics), file=sys.stderr if writes_to_stdout(args.out) else sys.stdout)
     if args.out:
         report = {
             "model": args.model,
@@ -103,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             "skipped": skipped,
             "samples": [result.to_dict() for result in results],
         }
-        Path(args.out).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_output(args.out, json.dumps(report, indent=1, ensure_ascii=False) + "\n", "--out")
         print(f"per-sample results: {args.out}", file=sys.stderr)
     if args.report:
         from ..reports.evaluation import write_eval_report

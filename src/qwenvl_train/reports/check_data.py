@@ -250,6 +250,10 @@ def run(args: argparse.Namespace) -> int:
     """``check-data``, then the report when ``--report`` is given."""
     from ..data.check import check_data
     from ..data.options import DataOptions
+    from ..outputs import check_output_folder
+
+    if args.report:  # a file, a device or a socket named --report: one line before the scan
+        check_output_folder(args.report, "--report")
 
     def report(result: Any, tokenizer: Any) -> None:
         path = write_report(result, args.data, args.report, args.report_samples, args.report_seed)
