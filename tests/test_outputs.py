@@ -3,6 +3,7 @@ symlink to one) written through in place, ``-`` on stdout, anything else one lin
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -85,6 +86,25 @@ def test_a_regular_file_is_replaced_atomically_and_a_failed_write_keeps_it(tmp_p
     write_output(target, b"new\n")
     assert target.read_bytes() == b"new\n"
     assert target.stat().st_ino != before  # a new file renamed over it, not rewritten in place
+
+
+def test_a_full_disk_while_committing_is_one_line_and_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qwenvl_train.training.disk_full import is_disk_full
+
+    target = tmp_path / "out.json"
+    target.write_text("old\n")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OutputError) as info:
+        write_output(target, "new\n", "--out")
+    assert str(info.value) == f"--out {target}: cannot be written (No space left on device)"
+    assert is_disk_full(info.value)  # the cause is kept: training's saving() still says "disk full"
+    assert target.read_text() == "old\n" and os.listdir(tmp_path) == ["out.json"]
 
 
 def test_a_symlink_to_a_regular_file_keeps_the_link(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ Standard library only; cheap to import.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -139,35 +140,53 @@ def open_output(path: str | os.PathLike[str], what: str = "", *, binary: bool = 
     if target == "stdout":
         handle = sys.stdout.buffer if binary else sys.stdout
         yield handle
-        handle.flush()
+        with _said(path, what):
+            handle.flush()
         return
     text_args = {} if binary else {"encoding": "utf-8", "newline": "\n"}
-    mode = "ab" if binary else "a"
     if target == "stream":  # append: never truncate what a shell redirection already holds
+        with _said(path, what):
+            handle = open(path, "ab" if binary else "a", **text_args)  # noqa: SIM115 - closed below
         try:
-            handle = open(path, mode, **text_args)  # noqa: SIM115 - closed below, after the block
-        except OSError as exc:
-            raise OutputError(f"{_named(path, what)}: cannot be written ({exc.strerror or exc})") from None
-        with handle:
             yield handle
+        except BaseException:
+            with contextlib.suppress(OSError):
+                handle.close()
+            raise
+        with _said(path, what):  # /dev/full: the buffered bytes meet ENOSPC here
+            handle.close()
         return
     real = Path(os.path.realpath(path))  # a symlink to a file: replace the file, keep the link
-    try:
+    with _said(path, what):
         real.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".partial")
-    except OSError as exc:
-        raise OutputError(f"{_named(path, what)}: cannot be written ({exc.strerror or exc})") from exc
+    handle = os.fdopen(fd, "wb" if binary else "w", **text_args)
     try:
         os.chmod(tmp, ordinary_mode())  # mkstemp makes it private
-        with os.fdopen(fd, "wb" if binary else "w", **text_args) as handle:
-            yield handle
+        yield handle
+        with _said(path, what):
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, real)
+            handle.close()
+            os.replace(tmp, real)
     except BaseException:
+        with contextlib.suppress(OSError):
+            handle.close()
         if os.path.lexists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextmanager
+def _said(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """An ``OSError`` in the block as an :class:`OutputError` line naming ``path`` (chained: a full disk is still
+    recognised as one)."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"{_named(path, what)}: cannot be written ({exc.strerror or exc})") from exc
 
 
 def write_output(path: str | os.PathLike[str], data: str | bytes, what: str = "") -> None:
