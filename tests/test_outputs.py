@@ -138,6 +138,22 @@ def test_a_symlink_to_a_device_is_written_through(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["out"]
 
 
+def test_a_link_through_proc_is_a_stream_even_to_a_regular_file(tmp_path: Path) -> None:
+    """``/dev/stdout`` (or a link of the user's to ``/proc/self/fd/N``) while the shell redirects into a file: the
+    file is written through (appended), never replaced by a new one the shell's descriptor does not see."""
+    redirected = tmp_path / "redirected.jsonl"
+    with open(redirected, "w") as fh:
+        fh.write("before\n")
+        fh.flush()
+        link = tmp_path / "my-stdout"
+        link.symlink_to(f"/proc/self/fd/{fh.fileno()}")
+        inode = redirected.stat().st_ino
+        assert output_target(link) == "stream"
+        write_output(link, "after\n")
+    assert redirected.read_text() == "before\nafter\n" and redirected.stat().st_ino == inode
+    assert link.is_symlink()
+
+
 def test_dash_is_the_standard_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert output_target("-") == "stdout" and writes_to_stdout("-")
     write_output("-", '{"a": 1}\n')

@@ -81,7 +81,7 @@ def output_target(path: str | os.PathLike[str], what: str = "") -> Target:
     text = os.fspath(path)
     if text == STDOUT:
         return "stdout"
-    system = os.path.abspath(text).startswith(SYSTEM_FOLDERS)
+    system = through_system_folder(text)
     link = " (a symlink to it)" if os.path.islink(text) else ""
     try:
         mode = os.stat(text).st_mode
@@ -98,6 +98,19 @@ def output_target(path: str | os.PathLike[str], what: str = "") -> Target:
     raise OutputError(
         f"{_named(path, what)} is {kind_of(mode)}{link}, not a file: give a file to write (nothing was written)"
     )
+
+
+def through_system_folder(path: str | os.PathLike[str]) -> bool:
+    """``path``, or a symlink on the way from it to its target, lies under ``/dev`` or ``/proc`` (a link to
+    ``/proc/self/fd/1`` is the standard output whatever that is, never a file to replace)."""
+    here = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on symlink hops
+        if here.startswith(SYSTEM_FOLDERS):
+            return True
+        if not os.path.islink(here):
+            return False
+        here = os.path.abspath(os.path.join(os.path.dirname(here), os.readlink(here)))
+    return False
 
 
 def writes_to_stdout(path: str | os.PathLike[str] | None) -> bool:
