@@ -11,6 +11,21 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
+def dev_left_as_found() -> Iterator[None]:
+    """The ``/dev`` entries the suite could touch (:data:`dev_guard.WATCHED`) are what they were when it started:
+    a test that replaced one (``/dev/full`` with a regular file, the ``/dev/stdout`` symlink) fails the session,
+    naming it. Repair such an entry as root: ``rm /dev/full && mknod -m 666 /dev/full c 1 7``, or
+    ``ln -sf /proc/self/fd/1 /dev/stdout``."""
+    from dev_guard import changes, record
+
+    before = record()
+    yield
+    changed = changes(before, record())
+    if changed:
+        pytest.fail("the test session changed /dev: " + "; ".join(changed), pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def scan_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Scans are cached in a folder of this test session, not the user's cache (torchrun children inherit it)."""
     import os

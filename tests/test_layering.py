@@ -33,6 +33,7 @@ LAYERS = {
     "quiet": 1,
     "vocab": 1,
     "disk_full": 1,
+    "outputs": 1,
     # 2: the Qwen-VL text format, pure Python.
     "format": 2,
     # 3: the tokenizer and the model, and their registration with the transformers Auto factories (its hook

@@ -210,7 +210,10 @@ def test_check_data_report_survives_a_lost_file_and_refuses_an_unwritable_folder
     (tmp_path / "taken").write_text("a file, not a folder", encoding="utf-8")
     assert main([*args, "--report", str(tmp_path / "taken")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "check-data --report" in err[0] and "cannot write the report" in err[0]
+    assert err == [  # said before the scan, nothing written over the file
+        f"error: --report {tmp_path / 'taken'} is a regular file, not a folder: give a folder to write into"
+    ]
+    assert (tmp_path / "taken").read_text(encoding="utf-8") == "a file, not a folder"
 
 
 def test_gallery_pick_is_first_n_then_a_seeded_random_n_then_the_errors(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +18,11 @@ import pytest
 from PIL import Image
 
 from convert_fixtures import check_data, convert, read_samples, values
+from qwenvl_train.outputs import OutputError
 from qwenvl_train.serve.request_log import RequestLog
 from qwenvl_train.serve.schema import parse_request
 from serve_fixtures import png_data_url, running_server
+from test_outputs import draining, null_link, unix_socket
 
 KEY = "secret-key-456"
 
@@ -208,5 +211,42 @@ def test_a_log_that_cannot_be_opened_stops_before_the_model_loads(tmp_path) -> N
     from qwenvl_train.errors import ConfigurationError
 
     assert open_request_log(None) is None
-    with pytest.raises(ConfigurationError, match=f"^--log-requests {tmp_path}: cannot open for appending \\(Is a directory\\)$"):  # fmt: skip
+    with pytest.raises(
+        OutputError, match=f"^--log-requests {tmp_path} is a directory, not a file: give a file"
+    ):
         open_request_log(str(tmp_path))
+    (tmp_path / "ro").mkdir(mode=0o500)
+    if os.geteuid() != 0:  # root may write anywhere
+        with pytest.raises(ConfigurationError, match="cannot open for appending \\(Permission denied\\)$"):
+            open_request_log(str(tmp_path / "ro" / "r.jsonl"))
+
+
+@pytest.mark.parametrize("target", ["-", "/dev/stdout", "null-link"])
+def test_a_log_beside_system_entries_is_refused_in_one_line(tmp_path, target: str) -> None:
+    """Its pictures would be stored beside it: never under /dev (nor the standard output)."""
+    from qwenvl_train.commands.serve import open_request_log
+
+    path = str(null_link(tmp_path)) if target == "null-link" else target
+    with pytest.raises(OutputError, match=f"^--log-requests {path}: the pictures are stored beside the log"):
+        open_request_log(path)
+    assert not (tmp_path / "out_images").exists()
+
+
+def test_a_log_into_a_fifo_is_written_through(tmp_path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    chat = parse_request({"messages": [{"role": "user", "content": "hi"}]})
+    with draining(fifo) as got:
+        log = RequestLog(fifo)
+        assert log.append(chat, "yes", id="a") is True
+        log.close()
+    assert json.loads(got[0])["messages"][1] == {"role": "assistant", "content": "yes"}
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_a_socket_log_is_one_line(tmp_path) -> None:
+    from qwenvl_train.commands.serve import open_request_log
+
+    with unix_socket(tmp_path / "sock") as sock:
+        with pytest.raises(OutputError, match=f"^--log-requests {sock} is a socket, not a file"):
+            open_request_log(str(sock))

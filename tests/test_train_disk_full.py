@@ -5,29 +5,62 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import save_file
 
 import qwenvl_train.training.run as run
 from qwenvl_train.disk_full import DiskFullError, is_disk_full, resume_advice, saving
 from qwenvl_train.tokenizer import QwenVLTokenizer
 from train_fixtures import cpu_args, write_dataset
 
+#: Saved on a 64 KiB tmpfs in a mount namespace of its own: safetensors' "write aside and rename" meets ENOSPC.
+FILL_A_TMPFS = """
+import sys, torch
+from safetensors.torch import save_file
+from qwenvl_train.training.disk_full import is_disk_full
+try:
+    save_file({"w": torch.zeros(256, 1024)}, sys.argv[1] + "/w.safetensors")
+except Exception as exc:
+    print("raised", type(exc).__name__, "disk full" if is_disk_full(exc) else f"not disk full: {exc!r}")
+else:
+    print("did not raise")
+"""
 
-def is_char_device(path: str) -> bool:
-    try:
-        return stat.S_ISCHR(os.stat(path).st_mode)
-    except OSError:
-        return False
+
+def on_a_full_tmpfs(folder: Path) -> subprocess.CompletedProcess[str] | str:
+    """Run :data:`FILL_A_TMPFS` with a 64 KiB tmpfs mounted on ``folder`` in a new mount namespace (as root, or as
+    an ordinary user in a user namespace of its own), so the mount is never seen outside it and goes with the
+    process. Returns the finished process, or why no such mount can be made here.
+
+    A file system image needs a loop mount, which needs the same privilege as a tmpfs, so it is no fallback.
+    """
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return "no unshare(1) here"
+    script = 'mount -t tmpfs -o size=64k qwenvl-full "$1" && exec "$2" -c "$3" "$1"'
+    tried = []
+    for namespaces in (["--mount"], ["--user", "--map-root-user", "--mount"]):
+        if namespaces == ["--mount"] and os.geteuid() != 0:
+            continue
+        done = subprocess.run(
+            [unshare, *namespaces, "sh", "-c", script, "sh", str(folder), sys.executable, FILL_A_TMPFS],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if done.stdout.startswith(("raised", "did not raise")):
+            return done
+        tried.append(
+            f"unshare {' '.join(namespaces)}: {done.stderr.strip().splitlines()[-1:] or done.returncode}"
+        )
+    return "cannot mount a tmpfs here (" + "; ".join(str(t) for t in tried) + ")"
 
 
-def test_a_full_disk_is_recognised_whatever_raised_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_full_disk_is_recognised_whatever_raised_it() -> None:
     assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
     assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
     try:
@@ -39,10 +72,21 @@ def test_a_full_disk_is_recognised_whatever_raised_it(
         assert is_disk_full(exc)
     assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
     assert not is_disk_full(ValueError("bad value"))
-    if is_char_device("/dev/full"):  # the real thing: every write fails with ENOSPC (not in every container)
-        with pytest.raises(Exception) as info:  # noqa: PT011 - safetensors raises its own type
-            save_file({"w": torch.zeros(1024, 1024)}, "/dev/full")
-        assert is_disk_full(info.value)
+
+
+def test_a_real_full_file_system_is_recognised(tmp_path: Path) -> None:
+    """A real full file system (never /dev/full: saving renames a temporary file over its target, which as root
+    replaced the device with a regular file)."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    done = on_a_full_tmpfs(folder)
+    if isinstance(done, str):
+        pytest.skip(f"{done}; the OSError(ENOSPC) paths are tested without it")
+    assert done.stdout.strip() in ("raised SafetensorError disk full", "raised OSError disk full"), (
+        done.stdout + done.stderr[-2000:]
+    )
+    assert not os.path.ismount(folder)  # the mount stayed in its namespace
+    assert list(folder.iterdir()) == []
 
 
 @pytest.mark.parametrize("weights", [None, "out/checkpoint-20"])

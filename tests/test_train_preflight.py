@@ -191,7 +191,7 @@ def test_output_folder_must_be_writable(
     assert main(["train", *cpu_args(tiny_model_dir, data_file, blocker / "out")]) == 1
     assert (
         one_line(capsys.readouterr().err)
-        == f"qwenvl-train: --output_dir {blocker / 'out'}: not writable ({blocker} is a file)"
+        == f"qwenvl-train: --output_dir {blocker / 'out'}: {blocker} is a regular file, not a folder"
     )
 
 

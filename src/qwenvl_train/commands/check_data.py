@@ -43,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--dump",
         default=None,
         metavar="FILE.jsonl",
-        help="write ids and labels of every sample training gets",
+        help="write ids and labels of every sample training gets (-: the standard output, the report on stderr)",
     )
     parser.add_argument(
         "--show", type=int, default=0, metavar="K", help="print K samples with trained spans in [[ ]]"
@@ -72,7 +72,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """The check, printed; then the report when ``--report`` is given. Returns the check's exit status."""
     from ..data.check import check_and_print
+    from ..outputs import check_output_folder
 
+    if args.report:  # a file, a device or a socket named --report: one line before the scan
+        check_output_folder(args.report, "--report")
     options = vars(DataOptions.from_namespace(args))
     status, result = check_and_print(args.data, args.model, dump=args.dump, show=args.show, **options)
     if args.report and result is not None:

@@ -32,7 +32,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("sources", nargs="*", metavar="SRC", help="source files, converted in order")
     p.add_argument(
-        "--out", required=True, type=Path, metavar="FILE.jsonl", help="the JSON Lines file to write"
+        "--out",
+        required=True,
+        type=Path,
+        metavar="FILE.jsonl",
+        help="the JSON Lines file to write (- or /dev/stdout: the standard output, the summary then on stderr)",
     )
     p.add_argument(
         "--image-root",
@@ -116,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``convert``; prints the summary. Exit status 0 (problems under ``--on-error skip`` included)."""
     from ..data.convert.common import Conversion, ConvertError, run_conversion
     from ..data.convert.formats import format_module
+    from ..outputs import writes_to_stdout
 
     module = format_module(args.source_format)
     options = {
@@ -136,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
         )
     job = Conversion(args.out, image_root=args.image_root, images_out=args.images_out, options=options)
     stats = run_conversion((module.items, module.convert), sources, job, args.on_error)
-    print(stats.summary(args.out, args.images_out), file=sys.stdout)
+    summary_to = sys.stderr if writes_to_stdout(args.out) else sys.stdout  # the samples may be on stdout
+    print(stats.summary(args.out, args.images_out), file=summary_to)
     return 0
 
 

@@ -102,7 +102,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="FILE",
         help="conversations (.json / .jsonl), training format",
     )
-    parser.add_argument("--out", metavar="FILE.json", help="write the metrics and per-sample results here")
+    parser.add_argument(
+        "--out",
+        metavar="FILE.json",
+        help="write the metrics and per-sample results here (-: the standard output, the table then on stderr)",
+    )
     parser.add_argument(
         "--batch-size", type=positive_int, default=8, metavar="N", help="prompts per batch (default 8)"
     )
@@ -160,7 +164,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.data:
         raise ConfigurationError("eval needs --data FILE (or --compare METRICS... to compare metrics files)")
     from ..inference.loading import load_for_inference, resolve_folders
+    from ..outputs import check_output_folder, output_target, write_output, writes_to_stdout
 
+    if args.out:  # before the model runs: a directory or a socket named --out is one line now, not after it
+        output_target(args.out, "--out")
+    if args.report:
+        check_output_folder(args.report, "--report")
     resolve_folders(args.model, args.adapter)  # a bad folder fails at once, before the data and torch load
     from ..inference.evaluate import evaluate_samples, format_table, read_eval_samples
     from ..inference.generation import chat_generation_config
@@ -182,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped: {line}", file=sys.stderr)
     metrics = summarize(result.score for result in results)
     metrics["skipped"] = len(skipped)
-    print(format_table(metrics))
+    print(format_table(metrics), file=sys.stderr if writes_to_stdout(args.out) else sys.stdout)
     if args.out:
         report = {
             "model": args.model,
@@ -192,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
             "skipped": skipped,
             "samples": [result.to_dict() for result in results],
         }
-        Path(args.out).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_output(args.out, json.dumps(report, indent=1, ensure_ascii=False) + "\n", "--out")
         print(f"per-sample results: {args.out}", file=sys.stderr)
     if args.report:
         from ..reports.evaluation import write_eval_report
@@ -250,6 +259,11 @@ def _benchmark(args: argparse.Namespace) -> int:
         )
         raise ConfigurationError(f"{named}: --benchmark decodes with the original script's settings")
     from ..eval_mm.runner import BenchmarkRun, run_benchmark
+    from ..outputs import output_target, writes_to_stdout
+
+    for value, option in ((args.out, "--out"), (args.save_predictions, "--save-predictions")):
+        if value:  # a directory or a socket named here is one line before the model loads
+            output_target(value, option)
 
     def path(value: str | None) -> Path | None:
         return Path(value) if value else None
@@ -276,7 +290,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     if result:  # rank 0 (the other ranks of a torchrun return nothing)
         for line in result.get("skipped", []):
             print(f"skipped: {line}", file=sys.stderr)
-        print(benchmark_table(result))
+        print(benchmark_table(result), file=sys.stderr if writes_to_stdout(args.out) else sys.stdout)
         if args.out:
             print(f"metrics: {args.out}", file=sys.stderr)
         benchmark_report(args, result)

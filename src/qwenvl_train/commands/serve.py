@@ -82,10 +82,13 @@ def open_request_log(path: str | None) -> Any:
     """
     if not path:
         return None
+    from ..errors import UserError
     from ..serve.request_log import RequestLog
 
     try:
         return RequestLog(Path(path))
+    except UserError:  # not a file to append to: its own line
+        raise
     except OSError as exc:
         raise ConfigurationError(
             f"--log-requests {path}: cannot open for appending ({exc.strerror or exc})"

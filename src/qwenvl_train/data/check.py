@@ -123,9 +123,10 @@ def check_and_print(
     Args:
         paths: data files.
         model_dir: model directory (``config.json`` for n_queries / image_size, ``qwen.tiktoken``).
-        dump: write ``{"id", "input_ids", "labels", "num_images"}`` per sample training gets to this JSONL file.
+        dump: write ``{"id", "input_ids", "labels", "num_images"}`` per sample training gets to this JSONL file
+            (``-`` or a device: streamed; see :mod:`qwenvl_train.outputs`).
         show: print this many of those samples with trained spans marked ``[[ ]]``.
-        out: where to print (stdout).
+        out: where to print (stdout; stderr when ``dump`` is the standard output).
         tokenizer: use this tokenizer instead of loading one from ``model_dir``.
         progress: progress bars (None: for large inputs on a terminal).
         options: :class:`DataOptions` fields; ``verify_images`` defaults to ``full`` here.
@@ -135,9 +136,12 @@ def check_and_print(
         unusable) and the scan result (None when the model directory is unusable).
     """
     from ..model.visual_config import vision_settings
+    from ..outputs import output_target, writes_to_stdout
     from .engine import scan
 
-    out = out or sys.stdout
+    if dump is not None:  # a directory or a socket named --dump: one line before the scan
+        output_target(dump, "--dump")
+    out = out or (sys.stderr if writes_to_stdout(dump) else sys.stdout)
     model_dir = Path(model_dir)
     data_options = DataOptions(**{**CHECK_DEFAULTS, **options})
     try:
@@ -203,7 +207,9 @@ def print_report(result: ScanResult, out: TextIO) -> None:
 
 def write_dump(result: ScanResult, path: str | Path) -> None:
     """Every sample training gets, as JSON Lines: ``id``, ``input_ids``, ``labels``, ``num_images``."""
-    with open(path, "w", encoding="utf-8") as fh:
+    from ..outputs import open_output
+
+    with open_output(path, "--dump") as fh:  # atomic for a file; written through for - or a device
         for item in result.items:
             record = {
                 "id": item.id,

@@ -33,6 +33,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..format.markup import image_markup, latest_image
+from ..outputs import check_output_folder
 
 #: Most tokens generated per answer (an answer is about 25 tokens; the untrained model would ramble to 512).
 MAX_NEW_TOKENS = 40
@@ -114,6 +115,7 @@ class Demo:
     def run(self) -> dict[str, Any]:
         """All steps; returns the summary (also written to ``summary.json``)."""
         out, s = self.out, self.settings
+        check_output_folder(out, "--out")  # a file or a device named --out: one line, nothing written over it
         out.mkdir(parents=True, exist_ok=True)
         model, data = out / "model", out / "data"
         self.cli("make-tiny", "make-tiny", str(model), "--preset", "demo", "--seed", str(self.seed))

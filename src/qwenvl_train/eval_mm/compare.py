@@ -209,7 +209,9 @@ def compare(
             run.label = f"{Path(run.source).parent.name}/{run.label}"
     table = compare_table(runs)
     if table_out is not None:
-        Path(table_out).write_text(table, encoding="utf-8")
+        from ..outputs import write_output
+
+        write_output(table_out, table, "--out")
     if chart_out is not None:
         compare_chart(runs, Path(chart_out))
     return table

@@ -7,6 +7,9 @@ append, so the question is simply asked again.
 Under torchrun each rank appends to its own part file beside it, ``FILE.rank<R>.part``; at the end rank 0 appends
 the parts' objects to ``FILE`` in question order (those not already there) and deletes the parts. A resumed run
 reads ``FILE`` and every part left by an interrupted run (whatever its number of ranks), so no answer is lost.
+
+``-``, a FIFO or a device (``/dev/stdout``) is a stream (:mod:`qwenvl_train.outputs`): the answers are written
+through to it as they come, never read back, so it takes neither ``--resume`` nor torchrun's part files.
 """
 
 from __future__ import annotations
@@ -94,8 +97,22 @@ def saved_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def is_stream(path: Path) -> bool:
+    """``path`` is ``-``, a FIFO or a device: written through, never read back (a directory or a socket is
+    :class:`~qwenvl_train.outputs.OutputError`'s one line)."""
+    from ..outputs import output_target
+
+    return output_target(path, "--save-predictions") != "file"
+
+
 def _open_append(path: Path) -> IO[str]:
-    """``path`` opened for appending, a torn last line cut off first."""
+    """``path`` opened for appending, a torn last line cut off first; a stream opened as it is."""
+    from ..outputs import STDOUT
+
+    if is_stream(path):
+        if os.fspath(path) == STDOUT:
+            return open(os.dup(1), "a", encoding="utf-8")
+        return path.open("a", encoding="utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         data = path.read_bytes()
@@ -110,6 +127,7 @@ class PredictionLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.stream = is_stream(path)
         try:
             self._file = _open_append(path)
         except OSError as exc:
@@ -119,7 +137,8 @@ class PredictionLog:
         """Append ``records``, one line each, and flush them to disk."""
         self._file.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         self._file.flush()
-        os.fsync(self._file.fileno())
+        if not self.stream:  # a pipe or a terminal cannot be synced
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
         self._file.close()

@@ -27,6 +27,7 @@ from .catalog import Benchmark, get_benchmark
 from .prediction_log import (
     PredictionLog,
     PredictionLogError,
+    is_stream,
     merge_parts,
     part_path,
     prediction_record,
@@ -265,13 +266,21 @@ def _score(run: BenchmarkRun, bench: Benchmark, predictions: Path | list[dict[st
 def _write_out(out: Path, result: dict[str, Any]) -> None:
     import json
 
+    from ..outputs import write_output
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_output(out, json.dumps(result, indent=1, ensure_ascii=False) + "\n", "--out")
 
 
 def _resumed_ids(run: BenchmarkRun, bench: Benchmark) -> set[str]:
     path = run.save_predictions
     if path is None:
+        return set()
+    if is_stream(path):  # written through as the answers come; nothing to read back
+        if run.resume:
+            raise PredictionLogError(
+                f"--save-predictions {path}: --resume reads the saved answers back, a stream cannot be: give a file"
+            )
         return set()
     records = saved_records(path)
     if records and not run.resume:
@@ -319,6 +328,12 @@ def run_benchmark(run: BenchmarkRun) -> dict[str, Any]:
     mine = [remaining[i] for i in shard(len(remaining), world_size, rank)]
     model, tokenizer = load_for_inference(run.model, run.adapter, run.dtype, device)
     log = None
+    streamed = run.save_predictions is not None and is_stream(run.save_predictions)
+    if streamed and world_size > 1:
+        raise PredictionLogError(
+            f"--save-predictions {run.save_predictions}: under torchrun each rank writes a part file beside it; "
+            "give a file"
+        )
     if run.save_predictions is not None:
         log = PredictionLog(
             run.save_predictions if world_size == 1 else part_path(run.save_predictions, rank)
@@ -344,7 +359,7 @@ def run_benchmark(run: BenchmarkRun) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if rank == 0:
         order = {str(q.id): q.index for q in questions}
-        if run.save_predictions is not None:
+        if run.save_predictions is not None and not streamed:
             merge_parts(run.save_predictions, bench, order)
             predictions = read_records(run.save_predictions)
         else:

@@ -7,19 +7,20 @@ had them, ``auto_map`` and the remote-code ``.py`` files), ``generation_config.j
 beside the output and renamed at the end: an interrupted export never leaves a half-written model under the
 output name.
 
-Only the standard library is imported here at module level (the CLI imports this module to build its parser).
+Only the standard library (and :mod:`qwenvl_train.outputs`, itself standard library only) is imported here at
+module level (the CLI imports this module to build its parser).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
+
+from ..outputs import staged_folder
 
 #: Files that are weights (or their index), not copied from the base: the export writes its own.
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.gguf",
@@ -40,21 +41,10 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-@contextmanager
-def staging_folder(output: Path) -> Iterator[Path]:
-    """A new hidden folder beside ``output``, renamed to ``output`` when the block succeeds, removed otherwise.
-
-    A process killed outright (SIGKILL) leaves the ``.NAME.partial-*`` folder behind, never ``output``.
-    """
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        yield staging
-        os.rename(staging, output)  # atomic on one file system; refuses to replace a non-empty folder
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+def staging_folder(output: Path) -> AbstractContextManager[Path]:
+    """A new hidden folder beside ``output``, renamed to ``output`` when the block succeeds, removed otherwise
+    (:func:`qwenvl_train.outputs.staged_folder`: ``output`` must not exist, not even as a symlink or a device)."""
+    return staged_folder(output, "--output")
 
 
 def copy_model_files(base: Path, adapter: Path, folder: Path) -> list[str]:

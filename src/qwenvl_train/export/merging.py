@@ -18,12 +18,14 @@ command line is :mod:`qwenvl_train.commands.merge`).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..outputs import check_output_folder
 from .layout import (
     DTYPE_NAMES,
     copy_model_files,
@@ -159,7 +161,8 @@ def check_request(
         MergeError: the output exists, no vocabulary, an unknown dtype, or a quantization without its calibration
             data or in a dtype other than fp16.
     """
-    if output.exists():
+    check_output_folder(output, "--output")  # a file, a device, a dangling symlink: one line naming it
+    if os.path.lexists(output):
         raise MergeError(
             f"{output} already exists: choose a new --output (a merge never writes over a folder)"
         )

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import UserError
+from ..outputs import check_output_folder, write_output
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1400px; }
@@ -53,6 +54,7 @@ class Page:
     """
 
     def __init__(self, folder: str | Path, title: str) -> None:
+        check_output_folder(folder)  # a file, socket or device named as the folder: one line, nothing written
         self.folder = Path(folder)
         self.images = self.folder / "images"
         self.images.mkdir(parents=True, exist_ok=True)
@@ -141,7 +143,5 @@ class Page:
             f"</title><style>{STYLE}</style></head><body>\n" + "\n".join(self.parts) + "\n</body></html>\n"
         )
         path = self.folder / "index.html"
-        partial = path.with_name(".index.html.partial")
-        partial.write_text(text, encoding="utf-8")
-        partial.replace(path)
+        write_output(path, text)
         return path

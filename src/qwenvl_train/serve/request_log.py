@@ -41,11 +41,23 @@ from .schema import APIError, ChatRequest, Message, Part
 class RequestLog:
     """The log file, open for appending, and its pictures' folder.
 
+    The log is a file (or a FIFO) whose folder can hold its pictures: ``-`` and anything under ``/dev`` or
+    ``/proc`` (``/dev/stdout``) are refused, since the pictures would land beside a system entry; a directory or a
+    socket is :mod:`qwenvl_train.outputs`' one line. Nothing is ever renamed over the log: lines are appended.
+
     Raises:
-        OSError: the file cannot be opened for appending (at construction: the server does not start).
+        OutputError: the path is not a file to append to (at construction: the server does not start).
+        OSError: the file cannot be opened for appending.
     """
 
     def __init__(self, path: Path, policy: ImagePolicy | None = None) -> None:
+        from ..outputs import OutputError, output_target, through_system_folder
+
+        if output_target(path, "--log-requests") == "stdout" or through_system_folder(path):
+            raise OutputError(
+                f"--log-requests {path}: the pictures are stored beside the log, so it must be a file outside "
+                "/dev and /proc"
+            )
         self.path = Path(path)
         self.images = self.path.parent / f"{self.path.stem}_images"
         self.policy = policy or ImagePolicy()

@@ -16,6 +16,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from ..outputs import write_output
+
 #: Files that define the options of ``train`` (their text is part of the cache key).
 _SOURCES = ("arguments.py", "../data/options.py")
 #: Width the help is laid out for.
@@ -63,10 +65,7 @@ def cached_help() -> str:
         pass
     text = build_help()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        write_output(path, text)
     except OSError:
         pass  # a read-only cache folder only costs the next --help its speed
     return text

@@ -19,6 +19,7 @@ from typing import NamedTuple
 from ..disk_full import format_bytes
 from ..errors import ConfigurationError, is_rank_zero
 from ..model.parameter_names import matches_target
+from ..outputs import check_output_folder
 from .arguments import Arguments
 from .base_checkpoint import check_layout, resolve_kind, weight_shapes
 from .prepare import BASE_MODULES_TO_SAVE, resolve_quant
@@ -56,8 +57,10 @@ def check_output_dir(path: str | os.PathLike[str]) -> None:
     leaves nothing behind).
 
     Raises:
+        OutputError: it, or a path above it, is not a folder (a file, a device, a dangling symlink).
         ConfigurationError: it cannot be created or written.
     """
+    check_output_folder(path, "--output_dir")
     folder = Path(path).absolute()
     try:
         if folder.is_dir():

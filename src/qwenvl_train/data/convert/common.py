@@ -3,7 +3,7 @@
 An importer (one module per source format) gives :class:`SourceRecord` s, one per record of its source (with the
 line or index that names it), and turns each into output samples with its ``convert(item, job)``; a record it cannot
 convert raises :class:`RecordError` (one line). :func:`run_conversion` drives them: under ``on_error="raise"`` the
-first problem ends the command and nothing is written; under ``"skip"`` the record is left out, printed and
+first problem ends the command and nothing is written (to a file: a stream has had the samples before it); under ``"skip"`` the record is left out, printed and
 counted. The output is JSON Lines with sorted keys in input order, so the same input gives the same bytes.
 
 Images: a path in a record is resolved against the image root (``--image-root``, else the source file's folder),
@@ -21,7 +21,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from ...errors import UserError
 from ...format.boxes import BoxError, BoxKind, to_qwen_box
 from ...format.markup import MarkupError, image_markup
 from ...format.sample import DataProblem
+from ...outputs import open_output, output_target, write_output
 
 OnError = Literal["raise", "skip"]
 IMAGE_PLACEHOLDER = "<image>"  # LLaVA's, LLaMA-Factory's and ms-swift's image placeholder
@@ -205,7 +205,8 @@ class Conversion:
     """One conversion: its options, its image bookkeeping and its counts.
 
     Attributes:
-        out: the output file; image paths are written relative to its folder.
+        out: the output file (``-``, a device or a FIFO: a stream); image paths are written relative to its
+            folder (to the working folder for a stream).
         image_root: where relative image paths of the data are resolved (None: each source file's folder).
         images_out: where image bytes carried in the data are written.
         options: the importer's own options (``--question``, ``--instances``...).
@@ -220,6 +221,7 @@ class Conversion:
         options: dict[str, Any] | None = None,
     ) -> None:
         self.out = Path(out)
+        self.folder = self.out.parent if output_target(self.out, "--out") == "file" else Path()
         self.image_root = image_root
         self.images_out = images_out
         self.options = options or {}
@@ -256,7 +258,7 @@ class Conversion:
         if is_url(resolved):
             return resolved
         self._header(resolved)
-        return os.path.relpath(resolved, os.path.abspath(self.out.parent))
+        return os.path.relpath(resolved, os.path.abspath(self.folder))
 
     def size(self, ref: str) -> tuple[int, int]:
         """``(width, height)`` of the image ``ref`` names, from its header (a URL is fetched, into the cache).
@@ -321,12 +323,9 @@ class Conversion:
         if digest not in self._hashes:
             self._hashes.add(digest)
             if not path.exists():
-                self.images_out.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.partial")
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
+                write_output(path, data, "--images-out")
                 self.stats.images_written += 1
-        return os.path.relpath(os.path.abspath(path), os.path.abspath(self.out.parent)), size
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(self.folder)), size
 
     # Boxes ---------------------------------------------------------------------------------------------------
 
@@ -386,33 +385,23 @@ def run_conversion(
         stats.skipped[kind] += 1
         print(f"skipped: {line_text}", file=err)
 
-    job.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=job.out.parent, prefix=f".{job.out.name}.", suffix=".partial")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            for source in sources:
-                job.source = Path(source)
-                stats.files += 1
-                try:
-                    for item in items(job.source, job):
-                        stats.read += 1
-                        try:
-                            if isinstance(item.value, RecordError):
-                                raise item.value
-                            samples = convert(item, job)
-                        except RecordError as exc:
-                            problem(job.source, str(exc), exc.kind, item.line, item.name)
-                            continue
-                        for s in samples:
-                            fh.write(json.dumps(s, ensure_ascii=False, sort_keys=True) + "\n")
-                        stats.written += len(samples)
-                except SourceError as exc:
-                    problem(job.source, str(exc), "unreadable source", exc.line, None)
-        os.replace(tmp, job.out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with open_output(job.out, "--out") as fh:  # atomic for a file; a stream (- or /dev/stdout) in place
+        for source in sources:
+            job.source = Path(source)
+            stats.files += 1
+            try:
+                for item in items(job.source, job):
+                    stats.read += 1
+                    try:
+                        if isinstance(item.value, RecordError):
+                            raise item.value
+                        samples = convert(item, job)
+                    except RecordError as exc:
+                        problem(job.source, str(exc), exc.kind, item.line, item.name)
+                        continue
+                    for s in samples:
+                        fh.write(json.dumps(s, ensure_ascii=False, sort_keys=True) + "\n")
+                    stats.written += len(samples)
+            except SourceError as exc:
+                problem(job.source, str(exc), "unreadable source", exc.line, None)
     return stats
