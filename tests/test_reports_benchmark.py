@@ -261,3 +261,23 @@ def test_a_server_split_result_of_the_runner_shows_its_note(tmp_path: Path) -> N
         ["questions", "2"]
     ]
     assert "Answers, lowest score first (0 of 0)" in page and card_titles(page) == []
+
+
+def test_a_report_folder_that_cannot_be_one_stops_the_command_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from qwenvl_train.cli import main
+
+    textvqa_result(tmp_path)  # writes the benchmark's files
+    (tmp_path / "taken").write_text("a file", encoding="utf-8")
+    (tmp_path / "p.json").write_text(json.dumps([{"question_id": 100, "answer": "2"}]), encoding="utf-8")
+    argv = ["eval", "--benchmark", "textvqa_val", "--data", str(tmp_path / "textvqa_val.jsonl"),
+            "--annotations", str(tmp_path / "ann.json"), "--predictions", str(tmp_path / "p.json"),
+            "--out", str(tmp_path / "m.json")]  # fmt: skip
+    assert main([*argv, "--report", str(tmp_path / "taken")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--report" in err[0] and "taken" in err[0]
+    assert not (tmp_path / "m.json").exists()  # stopped before scoring
+    assert main([*argv, "--report", str(tmp_path / "r"), "--image-root", str(tmp_path)]) == 0
+    assert f"report: {tmp_path / 'r' / 'index.html'}" in capsys.readouterr().err
+    assert card_titles((tmp_path / "r" / "index.html").read_text()) == ["101", "102", "100"]

@@ -259,11 +259,13 @@ def _benchmark(args: argparse.Namespace) -> int:
         )
         raise ConfigurationError(f"{named}: --benchmark decodes with the original script's settings")
     from ..eval_mm.runner import BenchmarkRun, run_benchmark
-    from ..outputs import output_target, writes_to_stdout
+    from ..outputs import check_output_folder, output_target, writes_to_stdout
 
     for value, option in ((args.out, "--out"), (args.save_predictions, "--save-predictions")):
         if value:  # a directory or a socket named here is one line before the model loads
             output_target(value, option)
+    if args.report:
+        check_output_folder(args.report, "--report")
 
     def path(value: str | None) -> Path | None:
         return Path(value) if value else None
