@@ -43,7 +43,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server name
-        if self.path == "/a.png":
+        if self.path in ("/a.png", "/%E5%9B%BE%20x.png?q=%C3%BC"):  # the second: /图 x.png?q=ü as sent
             self._send(200, png())
         elif self.path.startswith("/redirect?to="):
             self.send_response(302)
@@ -145,6 +145,54 @@ def refused(call, code: str) -> APIError:
 )  # fmt: skip
 def test_non_public_addresses(address: str) -> None:
     assert not fetch.is_public(address)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["64:ff9b::7f00:1", "64:ff9b::a00:1", "64:ff9b:1::a9fe:a9fe", "2002:7f00:1::", "2002:a9fe:a9fe::1",
+     "::127.0.0.1", "::10.0.0.1", "::ffff:192.168.0.1", "2001:0:4136:e378:8000:63bf:f5ff:fffe"],
+)  # fmt: skip
+def test_ipv6_forms_embedding_a_private_ipv4_are_that_ipv4(address: str) -> None:
+    """NAT64, 6to4, IPv4-compatible, IPv4-mapped and Teredo (client 10.0.0.1: 0xf5fffffe inverted)."""
+    assert not fetch.is_public(address)
+
+
+def test_embedded_public_ipv4_stays_public() -> None:
+    import ipaddress
+
+    assert fetch.embedded_ipv4(ipaddress.IPv6Address("64:ff9b::808:808")) == ipaddress.IPv4Address("8.8.8.8")
+    assert fetch.embedded_ipv4(ipaddress.IPv6Address("2002:808:808::")) == ipaddress.IPv4Address("8.8.8.8")
+    assert fetch.embedded_ipv4(ipaddress.IPv6Address("2606:4700::1111")) is None
+    assert fetch.is_public("64:ff9b::808:808") and fetch.is_public("2002:808:808::1")
+
+
+def test_a_non_ascii_path_and_query_are_sent_percent_encoded(connections) -> None:
+    allowed = ImagePolicy(allow_private_urls=True)
+    with http_server() as port:
+        assert fetch.fetch_url(f"http://127.0.0.1:{port}/图 x.png?q=ü", allowed, PARAM) == png()
+
+
+def encoded(image: Image.Image, format: str) -> bytes:  # noqa: A002 - Pillow's name
+    buffer = io.BytesIO()
+    image.save(buffer, format=format)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("format", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_picture_formats_are_decoded(format: str) -> None:  # noqa: A002
+    data = encoded(Image.new("RGB", (20, 10), (200, 10, 10)), format)
+    picture = fetch.decode(data, ImagePolicy(), PARAM, SIZE)
+    assert (picture.width, picture.height) == (20, 10)
+
+
+@pytest.mark.parametrize("format", ["PPM", "ICO", "TGA", "PCX", "EPS"])
+def test_other_formats_reach_no_decoder(format: str) -> None:  # noqa: A002
+    if format == "EPS":
+        data = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    else:
+        data = encoded(Image.new("RGB", (16, 16), (1, 2, 3)), format)
+    error = refused(lambda: fetch.decode(data, ImagePolicy(), PARAM, SIZE), "invalid_image")
+    assert error.message == f"'{PARAM}': not a recognised image file"
 
 
 def test_public_addresses() -> None:

@@ -60,7 +60,10 @@ class Failed:
     """Generation failed for this request (the engine goes on serving the others)."""
 
     message: str
+    code: str | None = None
 
+
+SHUTTING_DOWN = "the server is shutting down"
 
 Event = Delta | Done | Failed
 
@@ -77,10 +80,16 @@ class Job:
     stop: list[str] = field(default_factory=list)
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.monotonic)
+    queued_bytes: int = 0  # the picture memory counted while it waits (0 once it left the queue)
 
     def cancel(self) -> None:
         """The client went away: the row is freed at the next step (or never started)."""
         self.cancelled.set()
+
+    @property
+    def pixel_bytes(self) -> int:
+        """The memory its decoded pictures hold."""
+        return 0 if self.pixels is None else self.pixels.nelement() * self.pixels.element_size()
 
 
 class Row:
@@ -199,6 +208,9 @@ class Batcher:
         self.batches: list[Batch] = []
         self.steps = 0
         self._stop = threading.Event()
+        self._abort = threading.Event()
+        self._queued_lock = threading.Lock()
+        self._queued_bytes = 0
         self._thread = threading.Thread(target=self._run, name="qwenvl-serve-engine", daemon=True)
         self._thread.start()
 
@@ -206,7 +218,32 @@ class Batcher:
 
     def submit(self, job: Job) -> None:
         """Queue a job (any thread)."""
+        with self._queued_lock:
+            job.queued_bytes = job.pixel_bytes
+            self._queued_bytes += job.queued_bytes
         self.incoming.put(job)
+
+    @property
+    def waiting(self) -> int:
+        """Jobs queued, not yet generating."""
+        return len(self.pending) + self.incoming.qsize()
+
+    @property
+    def queued_pixel_bytes(self) -> int:
+        """The memory the pictures of the queued jobs hold (what ``--max-queued-image-mb`` bounds)."""
+        return self._queued_bytes
+
+    def _dequeued(self, job: Job) -> None:
+        """The job leaves the queue (prefilled or dropped): its pictures no longer count."""
+        with self._queued_lock:
+            self._queued_bytes -= job.queued_bytes
+            job.queued_bytes = 0
+
+    def abort(self) -> None:
+        """End every queued and running job now, each told :data:`SHUTTING_DOWN` (any thread; the end of a
+        graceful shutdown). The worker goes on, for nothing more comes."""
+        self._abort.set()
+        self.incoming.put(None)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker; jobs still queued or running are told so."""
@@ -225,12 +262,24 @@ class Batcher:
             self._take(block=not self.batches and not self.pending)
             if self._stop.is_set():
                 break
+            if self._abort.is_set():
+                self._abort.clear()
+                self._fail_all()
+                continue
             self._admit()
             self._join()
             for batch in list(self.batches):
                 self._guarded(batch.rows, self._step, batch)
+        self._take(block=False)
+        self._fail_all()
+
+    def _fail_all(self) -> None:
         for job in list(self.pending) + [r.job for b in self.batches for r in b.rows]:
-            job.emit(Failed("the server is shutting down"))
+            job.emit(Failed(SHUTTING_DOWN, "server_shutting_down"))
+        for job in self.pending:
+            self._dequeued(job)
+        self.pending.clear()
+        self.batches = []
 
     def _take(self, block: bool) -> None:
         try:
@@ -241,6 +290,9 @@ class Batcher:
                 item = self.incoming.get_nowait()
         except queue.Empty:
             pass
+        for job in [job for job in self.pending if job.cancelled.is_set()]:  # a client left while it waited
+            self.pending.remove(job)
+            self._dequeued(job)
 
     def _admit(self) -> None:
         free = self.max_batch_size - self.active_rows
@@ -249,9 +301,15 @@ class Batcher:
             job = self.pending.popleft()
             if not job.cancelled.is_set():
                 jobs.append(job)
+            else:
+                self._dequeued(job)
         if jobs:
             rows = [Row(job, self.tokenizer) for job in jobs]
-            self._guarded(rows, self._prefill, rows)
+            try:
+                self._guarded(rows, self._prefill, rows)
+            finally:
+                for job in jobs:
+                    self._dequeued(job)
 
     def _guarded(self, rows: list[Row], action: Callable[..., None], *args: Any) -> None:
         """Run ``action``; if it fails, only ``rows`` fail (their batch is dropped), the engine goes on."""
