@@ -105,7 +105,7 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     )
     limits.add_argument(
         "--max-queued-image-mb",
-        type=positive_int,
+        type=positive_float,
         default=1024,
         metavar="MB",
         help="memory the decoded pictures of waiting requests may hold; beyond it 503 (default 1024)",
@@ -196,9 +196,8 @@ def build_state(
         body_timeout=float(getattr(args, "body_timeout", defaults.body_timeout)),
         max_waiting=int(getattr(args, "max_waiting", defaults.max_waiting)),
         max_queued_image_bytes=int(
-            getattr(args, "max_queued_image_mb", defaults.max_queued_image_bytes >> 20)
-        )
-        << 20,
+            float(getattr(args, "max_queued_image_mb", defaults.max_queued_image_bytes >> 20)) * (1 << 20)
+        ),
         max_images=int(getattr(args, "max_images", defaults.max_images)),
         max_concurrent_fetches=int(getattr(args, "max_concurrent_fetches", defaults.max_concurrent_fetches)),
         shutdown_timeout=float(getattr(args, "shutdown_timeout", defaults.shutdown_timeout)),

@@ -193,6 +193,13 @@ def admit(state: ServerState, pictures: int) -> int:
             "server_busy",
         )
     reserved = state.picture_bytes(pictures)
+    if reserved > limits.max_queued_image_bytes:
+        raise APIError(
+            f"the request's {pictures} pictures need more memory than the server sets aside for waiting "
+            "pictures: send fewer",
+            param="messages",
+            code="too_many_images",
+        )
     queued = state.reserved_image_bytes + state.batcher.queued_pixel_bytes
     if reserved and queued + reserved > limits.max_queued_image_bytes:
         raise Busy(
