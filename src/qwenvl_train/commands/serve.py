@@ -225,6 +225,16 @@ def build_state(
     )
 
 
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """The warning for a server reachable from other machines without a key (None: nothing to warn of)."""
+    if api_key is not None or host in LOOPBACK_HOSTS:
+        return None
+    return (
+        f"warning: --host {host} without an API key: anyone who can reach this address can use the model "
+        f"(set ${API_KEY_ENV}, which `ps` does not show, or --api-key)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the model, then serve until interrupted."""
     from ..inference.loading import load_for_inference, resolve_folders
@@ -242,13 +252,9 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_for_inference(args.model, args.adapter, args.dtype, args.device)
     state = build_state(model, tokenizer, args, name, request_log)
     url = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
-    if state.api_key is None and args.host not in LOOPBACK_HOSTS:
-        print(
-            f"warning: --host {args.host} without an API key: anyone who can reach this address can use the "
-            f"model (set ${API_KEY_ENV})",
-            file=sys.stderr,
-            flush=True,
-        )
+    warning = exposure_warning(args.host, state.api_key)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     print(f"serving {name!r}: API {url}/v1 (OpenAI-compatible), chat page {url}/ - Ctrl-C stops", flush=True)
     try:
         # SIGTERM / Ctrl-C: stop accepting, let answers finish within --shutdown-timeout, end the rest, exit 0

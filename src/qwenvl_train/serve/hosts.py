@@ -4,8 +4,8 @@
   ``127.0.0.1``, ``[::1]``) or to a name ``--allowed-hosts`` lists (``*``: any). A web page on another site
   cannot then reach it through DNS rebinding (its name pointed at 127.0.0.1: the browser still sends that name
   as ``Host``). With a key, every name is accepted unless ``--allowed-hosts`` is given.
-- ``Origin``: a request a browser sends from another site (``Origin`` differs from the server's own
-  ``scheme://host``) is refused with 403, so a cross-site "simple" POST (``text/plain``, no preflight) cannot
+- ``Origin``: a request a browser sends from another site (``Origin`` names another host or port than the
+  ``Host`` it was sent to) is refused with 403, so a cross-site "simple" POST (``text/plain``, no preflight) cannot
   make the server work; clients outside a browser send no ``Origin``.
 - The page and its files carry ``Content-Security-Policy`` (its own scripts and styles only; no frames),
   ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer``: the page keeps the API key in
@@ -55,22 +55,22 @@ def host_name(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
-def same_origin(origin: str, scheme: str, host: str) -> bool:
-    """True when ``origin`` is the server's own ``scheme://host[:port]`` (default ports spelled or not)."""
+def same_origin(origin: str, host: str) -> bool:
+    """True when ``origin`` names the host the request was sent to (``Host``): same name, same port (a port left
+    out is the origin scheme's default). The scheme is not compared: behind a proxy that ends TLS the server
+    itself speaks plain HTTP while the page's origin is ``https://``."""
     try:
-        parts = urllib.parse.urlsplit(origin)
-        port = parts.port
+        theirs = urllib.parse.urlsplit(origin)
+        mine = urllib.parse.urlsplit(f"//{host}")
+        their_port, my_port = theirs.port, mine.port
     except ValueError:
         return False
-    default = 443 if parts.scheme == "https" else 80
-    theirs = (parts.scheme, (parts.hostname or "").lower(), port or default)
-    mine_host = urllib.parse.urlsplit(f"{scheme}://{host}")
-    try:
-        mine_port = mine_host.port
-    except ValueError:
+    if theirs.scheme not in ("http", "https") or not theirs.hostname:
         return False
-    mine = (scheme, (mine_host.hostname or "").lower(), mine_port or (443 if scheme == "https" else 80))
-    return theirs == mine
+    default = 443 if theirs.scheme == "https" else 80
+    return (theirs.hostname.lower() == (mine.hostname or "").lower()) and (their_port or default) == (
+        my_port or default
+    )
 
 
 def refusal(scope: dict[str, Any], rules: HostRules) -> APIError | None:
@@ -87,7 +87,7 @@ def refusal(scope: dict[str, Any], rules: HostRules) -> APIError | None:
         )
     origin = headers.get("origin")
     if origin is not None and scope.get("method") not in ("GET", "HEAD", "OPTIONS"):
-        if not same_origin(origin, scope.get("scheme", "http"), host):
+        if not same_origin(origin, host):
             return APIError(
                 f"cross-site request from {origin!r} refused",
                 status=403,
