@@ -139,3 +139,74 @@ def test_queued_picture_memory_is_bounded(loaded) -> None:
         wait_for(url, active=0, waiting=0, within=10.0)
         waiting.close()
         text_only.close()
+
+
+def chat_turns(url: str, picture: str, turns: int) -> list[dict]:
+    """A chat of ``turns`` questions about one picture, re-sent every turn as OpenAI clients do."""
+    messages: list[dict] = []
+    answers = []
+    for turn in range(turns):
+        content: list[dict] = [{"type": "text", "text": f"Question {turn}: what is in it?"}]
+        if turn == 0:
+            content.insert(0, {"type": "image_url", "image_url": {"url": picture}})
+        messages.append({"role": "user", "content": content})
+        payload = {"messages": messages, "max_tokens": 3, "temperature": 0}
+        response = httpx.post(f"{url}/v1/chat/completions", json=payload, timeout=30)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        answers.append(answer)
+        messages.append({"role": "assistant", "content": answer["choices"][0]["message"]["content"] or "ok"})
+    return answers
+
+
+def test_a_four_turn_chat_about_one_picture_runs_the_tower_once(server: str, loaded) -> None:
+    picture = png_data_url(colour=(12, 34, 56))
+    names = ("hits", "misses")
+    before = {n: metric(server, f"qwenvl_serve_vision_cache_{n}") for n in names}
+    counted = {
+        n: metric(server, n)
+        for n in (
+            'qwenvl_serve_requests_total{status="200"}',
+            "qwenvl_serve_generated_tokens_total",
+            "qwenvl_serve_request_latency_seconds_count",
+        )
+    }
+    answers = chat_turns(server, picture, 4)
+    after = {n: metric(server, f"qwenvl_serve_vision_cache_{n}") for n in names}
+    assert (after["misses"] - before["misses"], after["hits"] - before["hits"]) == (1, 3)
+    generated = sum(a["usage"]["completion_tokens"] for a in answers)
+    assert (
+        metric(server, 'qwenvl_serve_requests_total{status="200"}')
+        - counted['qwenvl_serve_requests_total{status="200"}']
+        == 4
+    )
+    assert (
+        metric(server, "qwenvl_serve_generated_tokens_total") - counted["qwenvl_serve_generated_tokens_total"]
+        == generated
+    )
+    assert (
+        metric(server, "qwenvl_serve_request_latency_seconds_count")
+        - counted["qwenvl_serve_request_latency_seconds_count"]
+        == 4
+    )
+    # The cached features answer exactly as the tower run afresh does.
+    with running_server(*loaded, vision_cache_mb=0) as plain:
+        assert [a["choices"][0]["message"]["content"] for a in chat_turns(plain, picture, 4)] == [
+            a["choices"][0]["message"]["content"] for a in answers
+        ]
+        assert metric(plain, "qwenvl_serve_vision_cache_misses") == 0
+
+
+def test_the_vision_cache_evicts_the_least_recently_used() -> None:
+    import torch
+
+    from qwenvl_train.serve.vision_cache import VisionCache
+
+    features = {name: torch.full((4, 8), float(k)) for k, name in enumerate("abc")}  # 128 bytes each
+    cache = VisionCache(max_bytes=300, identity="t")
+    cache.put("a", features["a"])
+    cache.put("b", features["b"])
+    assert cache.get("a") is features["a"]  # a is now the most recent
+    cache.put("c", features["c"])  # over 300 bytes: b goes
+    assert cache.get("b") is None and cache.get("c") is features["c"] and cache.get("a") is features["a"]
+    assert (cache.hits, cache.misses, cache.bytes) == (3, 1, 256)

@@ -125,6 +125,14 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
         help="image URLs of one request fetched at once (default 4)",
     )
     limits.add_argument(
+        "--vision-cache-mb",
+        type=float,
+        default=256.0,
+        metavar="MB",
+        help="memory for the vision tower's output of recent pictures, reused when a chat sends a picture again "
+        "(0: off; default 256)",
+    )
+    limits.add_argument(
         "--header-timeout",
         type=positive_float,
         default=10.0,
@@ -178,6 +186,7 @@ def build_state(
     from ..serve.hosts import HostRules
     from ..serve.http_guard import HttpLimits
     from ..serve.limits import Limits
+    from ..serve.vision_cache import VisionCache, tower_identity
 
     config = chat_generation_config(model)
     local = getattr(args, "allow_local_images", None)
@@ -190,6 +199,12 @@ def build_state(
     if request_log is not None:
         request_log.policy = policy  # reads the pictures the server accepted, from where it accepted them
     api_key = getattr(args, "api_key", None) or os.environ.get(API_KEY_ENV) or None
+    cache_mb = float(getattr(args, "vision_cache_mb", 256.0))
+    vision_cache = (
+        VisionCache(int(cache_mb * (1 << 20)), tower_identity(model, int(model.config.image_size)))
+        if cache_mb > 0
+        else None
+    )
     allowed = getattr(args, "allowed_hosts", None)
     defaults = Limits()
     limits = Limits(
@@ -205,7 +220,9 @@ def build_state(
     return ServerState(
         name=name,
         tokenizer=tokenizer,
-        batcher=Batcher(model, tokenizer, max_batch_size=getattr(args, "max_batch_size", 8)),
+        batcher=Batcher(
+            model, tokenizer, max_batch_size=getattr(args, "max_batch_size", 8), vision_cache=vision_cache
+        ),
         generation_config=config,
         image_size=int(model.config.image_size),
         n_queries=int(model.config.n_queries),

@@ -396,6 +396,7 @@ async def prepare_job(
         max_new_tokens=max(1, min(budget, window_left)),
         emit=emit,
         stop=chat.stop,
+        digests=[by_number[k].digest for k in prompt.pictures] if prompt.pictures else None,
     )
     if state.draining:
         raise Busy("the server is shutting down", 503, "server_shutting_down")

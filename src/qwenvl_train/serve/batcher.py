@@ -34,6 +34,7 @@ from transformers.cache_utils import DynamicCache
 from ..inference.generation import STOP_IDS, left_pad, undecodable_ids
 from .detok import AnswerText
 from .sampling import Sampling, pick
+from .vision_cache import VisionCache
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.monotonic)
     queued_bytes: int = 0  # the picture memory counted while it waits (0 once it left the queue)
+    digests: list[str | None] | None = (
+        None  # each picture's bytes' SHA-256 (the vision cache's key), if known
+    )
 
     def cancel(self) -> None:
         """The client went away: the row is freed at the next step (or never started)."""
@@ -164,6 +168,11 @@ class Batch:
                 layer.values = layer.values[:, :, first:]
 
 
+def _cacheable(job: Job) -> bool:
+    """Every picture of the job has a digest (a local file has none: it is encoded afresh)."""
+    return job.digests is not None and all(job.digests) and len(job.digests) == len(job.pixels)
+
+
 def _pad_left(tensor: torch.Tensor, columns: int, dim: int) -> torch.Tensor:
     if columns == 0:
         return tensor
@@ -194,10 +203,14 @@ class Batcher:
         model: a ``QwenVLForCausalLM`` in eval mode.
         tokenizer: its tokenizer.
         max_batch_size: rows generated together at most.
+        vision_cache: where the vision tower's output for a picture is kept and reused (None: always run it).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 8) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, max_batch_size: int = 8, vision_cache: VisionCache | None = None
+    ) -> None:
         self.model = model
+        self.vision_cache = vision_cache
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.seq_length = int(getattr(model.config, "seq_length", 2048))
@@ -341,13 +354,20 @@ class Batcher:
         prompts = [row.job.prompt for row in rows]
         input_ids, mask = left_pad(prompts, 0)
         positions = (mask.cumsum(dim=1) - 1).clamp_min(0)
-        pixels = [row.job.pixels for row in rows if row.job.pixels is not None]
+        jobs = [row.job for row in rows if row.job.pixels is not None]
+        pictures: dict[str, Any] = {}
+        if jobs and self.vision_cache is not None and all(_cacheable(job) for job in jobs):
+            pictures["image_features"] = self._features(jobs)
+        elif jobs:
+            pictures["pixel_values"] = torch.cat([job.pixels for job in jobs]).to(
+                self.device, self.model.dtype
+            )
         cache = DynamicCache(config=self.model.config)
         out = self.model(
             input_ids=input_ids.to(self.device),
             attention_mask=mask.to(self.device),
             position_ids=positions.to(self.device),
-            pixel_values=torch.cat(pixels).to(self.device, self.model.dtype) if pixels else None,
+            **pictures,
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
@@ -359,6 +379,31 @@ class Batcher:
         self._advance(batch, logits)
         if batch.rows:
             self.batches.append(batch)
+
+    def _features(self, jobs: list[Job]) -> torch.Tensor:
+        """The vision features of the jobs' pictures in order: from the cache, the tower run once on the rest."""
+        cache = self.vision_cache
+        assert cache is not None
+        found: dict[str, torch.Tensor] = {}
+        missing: dict[str, torch.Tensor] = {}
+        order: list[str] = []
+        for job in jobs:
+            for digest, pixels in zip(job.digests or [], job.pixels, strict=True):
+                order.append(digest)
+                if digest in found or digest in missing:
+                    continue
+                features = cache.get(digest)
+                if features is None:
+                    missing[digest] = pixels
+                else:
+                    found[digest] = features
+        if missing:
+            batch = torch.stack(list(missing.values())).to(self.device, self.model.dtype)
+            computed = self.model.transformer.visual(batch)
+            for digest, features in zip(missing, computed, strict=True):
+                found[digest] = features
+                cache.put(digest, features)
+        return torch.stack([found[digest] for digest in order])
 
     def _join(self) -> None:
         """Join the batches that can share a cache (see the module docstring)."""

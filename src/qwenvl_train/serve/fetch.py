@@ -63,6 +63,7 @@ class LoadedImage:
     pixels: Any  # torch.Tensor [3, image_size, image_size]
     width: int
     height: int
+    digest: str | None = None  # SHA-256 of the bytes (the vision cache's key); None for a local file
 
 
 def _refuse(param: str, message: str, code: str = "invalid_image") -> APIError:
@@ -315,13 +316,17 @@ def local_path(ref: str, policy: ImagePolicy, param: str) -> Path:
 
 def decode(data: bytes, policy: ImagePolicy, param: str, image_size: int) -> LoadedImage:
     """Decode ``data`` with the training loader's decoder (bomb guard, pixel limit, RGB) and transform it for the
-    model."""
-    return _load(
+    model; ``digest`` is the bytes' SHA-256."""
+    from .vision_cache import picture_digest
+
+    loaded = _load(
         lambda: decode_image(data, PICTURE, max_pixels=policy.max_pixels, formats=FORMATS),
         PICTURE,
         param,
         image_size,
     )
+    loaded.digest = picture_digest(data)
+    return loaded
 
 
 def _load(open_picture: Callable[[], Any], name: str, param: str, image_size: int) -> LoadedImage:
