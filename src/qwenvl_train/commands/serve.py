@@ -3,8 +3,9 @@
     qwenvl-train serve --model output_qwen                       # http://127.0.0.1:8000/ (page) and /v1 (API)
     qwenvl-train serve --model /models/Qwen-VL-Chat --adapter output_lora --port 8080 --api-key s3cret
 
-Loads the model as ``chat`` does, starts the batching engine, and serves until Ctrl-C (which stops it cleanly:
-requests in progress are told the server is stopping).
+Loads the model as ``chat`` does, starts the batching engine, and serves until SIGTERM or Ctrl-C, which stop it
+gracefully (``serve.server``: answers in progress get ``--shutdown-timeout`` to finish, the rest are told the
+server is stopping; exit status 0).
 """
 
 from __future__ import annotations
