@@ -33,7 +33,7 @@ def server(tiny_model_dir: Path) -> Iterator[str]:
 
 def connect(url: str) -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock = socket.create_connection((host, int(port)), timeout=30)
     return sock
 
 
@@ -214,3 +214,21 @@ def test_an_internal_error_never_echoes_its_text(server: str, monkeypatch) -> No
     }
     monkeypatch.undo()
     assert httpx.post(f"{server}/v1/chat/completions", json=HELLO, timeout=30).status_code == 200
+
+
+def test_a_pipelined_answer_longer_than_the_head_timeout_is_not_cut(server: str) -> None:
+    """The head deadline is re-armed after each response; a request already received behind it (pipelined) is
+    answered however long it takes."""
+    payload = json.dumps(
+        {"messages": [{"role": "user", "content": "Tell me a long story"}], "max_tokens": 400}
+    )
+    post = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(payload), payload.encode())
+    )
+    with connect(server) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + post)
+        reply = read_all(sock)
+    assert time.monotonic() - started > HEAD_TIMEOUT  # the scenario: the answer outlasts the head deadline
+    assert reply.count(b"HTTP/1.1 200 OK") == 2 and b'"chat.completion"' in reply

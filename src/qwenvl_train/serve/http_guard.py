@@ -116,9 +116,10 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        # Armed first: uvicorn then parses a pipelined request already received, whose head stops it again.
         if not self.transport.is_closing():
             self._arm_head_deadline()
+        super().on_response_complete()
 
     def _arm_head_deadline(self) -> None:
         self._stop_head_deadline()
@@ -134,16 +135,16 @@ class GuardedH11Protocol(H11Protocol):
 
     def _head_too_slow(self) -> None:
         self._head_deadline = None
-        if self.transport.is_closing():
-            return
-        if self.conn.their_state is h11.IDLE and self.conn.our_state is h11.IDLE and self._partial_head():
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return  # closed already, or a request is in progress: its head came in time
+        if self._partial_head():
             log.info(
                 "client %s: no complete request head within %g s: closed",
                 _peer(self.client),
                 self.limits.head_timeout,
             )
             self._send_error(408, f"no complete request head within {self.limits.head_timeout:g} s")
-        else:
+        else:  # nothing sent at all
             self.transport.close()
 
     def _partial_head(self) -> bool:
