@@ -58,6 +58,8 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/slow":
             time.sleep(1.5)
             self._send(200, png())
+        elif self.path.startswith("/hang"):
+            self._hang()
         elif self.path == "/big":
             self._send(200, b"\0" * 5000)
         elif self.path == "/trickle":
@@ -74,6 +76,31 @@ class Handler(BaseHTTPRequestHandler):
                 pass
         else:
             self._send(404, b"no")
+
+    hanging = threading.Lock()
+    inflight = 0
+    most_inflight = 0
+    ended: list[float] = []  # when each /hang download was cut by the fetcher (the write failed)
+
+    def _hang(self) -> None:
+        """/hang: headers, then a byte every 0.05 s for 3 s: a download that only the fetcher can end early."""
+        cls = type(self)
+        with cls.hanging:
+            cls.inflight += 1
+            cls.most_inflight = max(cls.most_inflight, cls.inflight)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(60):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            cls.ended.append(time.monotonic())
+        finally:
+            with cls.hanging:
+                cls.inflight -= 1
 
     def _send(self, status: int, data: bytes) -> None:
         self.send_response(status)
@@ -295,3 +322,55 @@ def test_through_the_api(tiny_model_dir: Path, tmp_path: Path, connections) -> N
     with http_server() as port, running_server(model, tokenizer, allow_private_urls=True) as url:
         response = ask(url, f"http://127.0.0.1:{port}/a.png")
         assert response.status_code == 200, response.text
+
+
+def test_a_request_s_fetches_are_capped_limited_and_ended_when_it_fails_or_its_client_leaves(
+    tiny_model_dir: Path, connections
+) -> None:
+    from qwenvl_train.inference.loading import load_for_inference
+
+    model, tokenizer = load_for_inference(str(tiny_model_dir), device="cpu")
+
+    def payload(urls: list[str]) -> dict:
+        content = [{"type": "image_url", "image_url": {"url": u}} for u in urls] + [
+            {"type": "text", "text": "?"}
+        ]
+        return {"messages": [{"role": "user", "content": content}], "max_tokens": 1}
+
+    options = {"allow_private_urls": True, "max_images": 3, "max_concurrent_fetches": 2}
+    with http_server() as port, running_server(model, tokenizer, **options) as url:
+        base = f"http://127.0.0.1:{port}"
+        api = f"{url}/v1/chat/completions"
+        too_many = httpx.post(api, json=payload([f"{base}/a.png?{k}" for k in range(4)]), timeout=30)
+        assert too_many.status_code == 400 and too_many.json()["error"]["code"] == "too_many_images"
+        # One picture missing: the request fails at once and the download in progress is cut.
+        Handler.ended.clear()
+        started = time.monotonic()
+        failed = httpx.post(
+            api, json=payload([f"{base}/missing.png", f"{base}/hang1", f"{base}/hang2"]), timeout=30
+        )
+        assert failed.status_code == 400 and failed.json()["error"]["code"] == "unreachable_url"
+        assert time.monotonic() - started < 1.5
+        deadline = time.monotonic() + 2
+        while not Handler.ended and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert Handler.ended and Handler.ended[0] - started < 1.5
+        assert Handler.most_inflight <= 2
+        # The client leaves while its pictures download: the downloads are cut.
+        Handler.ended.clear()
+        host, port_text = url.removeprefix("http://").split(":")
+        data = __import__("json").dumps(payload([f"{base}/hang3", f"{base}/hang4"])).encode()
+        with socket.create_connection((host, int(port_text)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(data), data)
+            )
+            deadline = time.monotonic() + 10
+            while Handler.inflight < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert Handler.most_inflight == 2  # two at a time: the limit, reached
+            left = time.monotonic()
+        deadline = time.monotonic() + 2
+        while len(Handler.ended) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(Handler.ended) == 2 and max(Handler.ended) - left < 1.5

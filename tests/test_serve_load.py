@@ -210,3 +210,29 @@ def test_the_vision_cache_evicts_the_least_recently_used() -> None:
     cache.put("c", features["c"])  # over 300 bytes: b goes
     assert cache.get("b") is None and cache.get("c") is features["c"] and cache.get("a") is features["a"]
     assert (cache.hits, cache.misses, cache.bytes) == (3, 1, 256)
+
+
+def test_a_huge_prompt_is_read_off_the_event_loop(server: str) -> None:
+    """An 8 MB prompt is parsed and tokenised in a worker thread: /health answers meanwhile."""
+    import threading
+
+    huge = {"messages": [{"role": "user", "content": "hello world " * 700_000}]}
+    outcome: dict[str, object] = {}
+
+    def send() -> None:
+        started = time.monotonic()
+        response = httpx.post(f"{server}/v1/chat/completions", json=huge, timeout=120)
+        outcome["seconds"], outcome["code"] = time.monotonic() - started, response.json()["error"]["code"]
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(0.2)
+    latencies = []
+    while sender.is_alive():
+        started = time.monotonic()
+        assert httpx.get(f"{server}/health", timeout=30).status_code == 200
+        latencies.append(time.monotonic() - started)
+        time.sleep(0.05)
+    sender.join()
+    assert outcome["code"] == "context_length_exceeded"
+    assert latencies and max(latencies) < 0.5 < float(outcome["seconds"])  # type: ignore[arg-type]
