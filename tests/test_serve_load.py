@@ -71,8 +71,9 @@ def wait_for(url: str, active: int, waiting: int, within: float = 5.0) -> float:
 
 
 def metric(url: str, name: str) -> float:
+    """The value of one sample of ``/metrics`` (``name`` with its labels as exposed); 0 when absent."""
     for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{") and line.split(" ")[0] == name:
+        if line.split(" ")[0] == name:
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
