@@ -1,13 +1,19 @@
 """The FastAPI application: routes, authentication, limits and the OpenAI error bodies.
 
-Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` (see :mod:`.schema` for what a
-request may hold and :mod:`.stream` for ``stream: true``), and the chat page at ``GET /`` (static files of the
-package under ``/static``). With an API key every ``/v1/`` route needs ``Authorization: Bearer KEY`` (401
-otherwise); ``/health`` and the page do not (the page asks for the key).
+Routes: ``GET /health``, ``GET /metrics`` (:mod:`.metrics`), ``GET /v1/models``, ``POST /v1/chat/completions``
+(see :mod:`.schema` for what a request may hold and :mod:`.stream` for ``stream: true``), and the chat page at
+``GET``/``HEAD /`` (static files of the package under ``/static``). With an API key every ``/v1/`` route and
+``/metrics`` need ``Authorization: Bearer KEY`` (401 otherwise); ``/health`` and the page do not (the page asks
+for the key). In front of them all, :mod:`.hosts` checks ``Host`` and ``Origin``.
 
-Every refusal is ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status; the request's work is
-done off the event loop (images in worker threads, the model in the batcher's thread), so a slow image or a long
-answer never holds up another client.
+A chat request: the body is read within ``body_timeout`` (:func:`read_body`), parsed and rendered in a worker
+thread, admitted or refused at once (:func:`admit`: 429 / 503 with ``Retry-After``), its pictures loaded in the
+fetch pool (:func:`load_pictures`), then queued for the batcher. A hang-up at any point cancels what is left
+(the downloads, the job) and is one quiet log line.
+
+Every refusal is ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status (5xx: an internal error,
+whose text goes to the log, never to the client); the request's work is done off the event loop, so a slow
+image, a huge prompt or a long answer never holds up another client.
 """
 
 from __future__ import annotations
