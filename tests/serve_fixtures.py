@@ -23,11 +23,12 @@ STOP_TIMEOUT_S = 10.0
 
 @contextmanager
 def running_server(model: Any, tokenizer: Any, name: str = "tiny", **options: Any) -> Iterator[str]:
-    """Serve ``model`` with the ``serve`` options given as keywords (``api_key=...``, ``max_batch_size=...``)."""
-    import uvicorn
-
+    """Serve ``model`` with the ``serve`` options given as keywords (``api_key=...``, ``max_batch_size=...``);
+    ``shutdown_timeout`` defaults to 2 s here."""
+    options.setdefault("shutdown_timeout", 2.0)
     from qwenvl_train.commands.serve import build_state
     from qwenvl_train.serve.app import create_app
+    from qwenvl_train.serve.server import make_server
 
     args = argparse.Namespace(**options)
     state = build_state(model, tokenizer, args, name)
@@ -35,8 +36,7 @@ def running_server(model: Any, tokenizer: Any, name: str = "tiny", **options: An
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(state), log_level="warning", timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
+    server = make_server(create_app(state), state)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + START_TIMEOUT_S

@@ -169,6 +169,28 @@ CASES = {
         "context_length_exceeded",
         "messages",
     ),
+    "logprobs": ({"messages": HELLO, "logprobs": True}, 400, "unsupported_parameter", "logprobs"),
+    "top_logprobs": ({"messages": HELLO, "top_logprobs": 3}, 400, "unsupported_parameter", "top_logprobs"),
+    "tools": (
+        {"messages": HELLO, "tools": [{"type": "function", "function": {"name": "f"}}]},
+        400,
+        "unsupported_parameter",
+        "tools",
+    ),
+    "tool_choice": ({"messages": HELLO, "tool_choice": "auto"}, 400, "unsupported_parameter", "tool_choice"),
+    "response_format": (
+        {"messages": HELLO, "response_format": {"type": "json_object"}},
+        400,
+        "unsupported_parameter",
+        "response_format",
+    ),
+    "logit_bias": ({"messages": HELLO, "logit_bias": {"13": 5}}, 400, "unsupported_parameter", "logit_bias"),
+    "presence_penalty": (
+        {"messages": HELLO, "presence_penalty": 0.5},
+        400,
+        "unsupported_parameter",
+        "presence_penalty",
+    ),
     "body over the size limit": ({"messages": [user("x" * (2 << 20))]}, 413, "request_too_large", None),
 }
 
@@ -189,6 +211,22 @@ def test_bad_input_has_its_own_error_and_the_server_goes_on(server: str, name: s
     assert error["message"] and "Traceback" not in error["message"]
     ok = httpx.post(f"{server}/v1/chat/completions", json={"messages": HELLO, "max_tokens": 1}, timeout=30)
     assert ok.status_code == 200
+
+
+def test_parameters_at_their_defaults_are_accepted(server: str) -> None:
+    body = {
+        "messages": HELLO,
+        "max_tokens": 1,
+        "logprobs": False,
+        "tools": [],
+        "response_format": {"type": "text"},
+        "presence_penalty": 0,
+        "frequency_penalty": 0.0,
+        "n": 1,
+        "user": "someone",
+    }
+    response = httpx.post(f"{server}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 200, response.text
 
 
 def test_unknown_route_is_an_openai_error(server: str) -> None:

@@ -43,7 +43,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server name
-        if self.path == "/a.png":
+        if self.path in ("/a.png", "/%E5%9B%BE%20x.png?q=%C3%BC"):  # the second: /图 x.png?q=ü as sent
             self._send(200, png())
         elif self.path.startswith("/redirect?to="):
             self.send_response(302)
@@ -58,6 +58,8 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/slow":
             time.sleep(1.5)
             self._send(200, png())
+        elif self.path.startswith("/hang"):
+            self._hang()
         elif self.path == "/big":
             self._send(200, b"\0" * 5000)
         elif self.path == "/trickle":
@@ -74,6 +76,31 @@ class Handler(BaseHTTPRequestHandler):
                 pass
         else:
             self._send(404, b"no")
+
+    hanging = threading.Lock()
+    inflight = 0
+    most_inflight = 0
+    ended: list[float] = []  # when each /hang download was cut by the fetcher (the write failed)
+
+    def _hang(self) -> None:
+        """/hang: headers, then a byte every 0.05 s for 3 s: a download that only the fetcher can end early."""
+        cls = type(self)
+        with cls.hanging:
+            cls.inflight += 1
+            cls.most_inflight = max(cls.most_inflight, cls.inflight)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(60):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            cls.ended.append(time.monotonic())
+        finally:
+            with cls.hanging:
+                cls.inflight -= 1
 
     def _send(self, status: int, data: bytes) -> None:
         self.send_response(status)
@@ -145,6 +172,54 @@ def refused(call, code: str) -> APIError:
 )  # fmt: skip
 def test_non_public_addresses(address: str) -> None:
     assert not fetch.is_public(address)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["64:ff9b::7f00:1", "64:ff9b::a00:1", "64:ff9b:1::a9fe:a9fe", "2002:7f00:1::", "2002:a9fe:a9fe::1",
+     "::127.0.0.1", "::10.0.0.1", "::ffff:192.168.0.1", "2001:0:4136:e378:8000:63bf:f5ff:fffe"],
+)  # fmt: skip
+def test_ipv6_forms_embedding_a_private_ipv4_are_that_ipv4(address: str) -> None:
+    """NAT64, 6to4, IPv4-compatible, IPv4-mapped and Teredo (client 10.0.0.1: 0xf5fffffe inverted)."""
+    assert not fetch.is_public(address)
+
+
+def test_embedded_public_ipv4_stays_public() -> None:
+    import ipaddress
+
+    assert fetch.embedded_ipv4(ipaddress.IPv6Address("64:ff9b::808:808")) == ipaddress.IPv4Address("8.8.8.8")
+    assert fetch.embedded_ipv4(ipaddress.IPv6Address("2002:808:808::")) == ipaddress.IPv4Address("8.8.8.8")
+    assert fetch.embedded_ipv4(ipaddress.IPv6Address("2606:4700::1111")) is None
+    assert fetch.is_public("64:ff9b::808:808") and fetch.is_public("2002:808:808::1")
+
+
+def test_a_non_ascii_path_and_query_are_sent_percent_encoded(connections) -> None:
+    allowed = ImagePolicy(allow_private_urls=True)
+    with http_server() as port:
+        assert fetch.fetch_url(f"http://127.0.0.1:{port}/图 x.png?q=ü", allowed, PARAM) == png()
+
+
+def encoded(image: Image.Image, format: str) -> bytes:  # noqa: A002 - Pillow's name
+    buffer = io.BytesIO()
+    image.save(buffer, format=format)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("format", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_picture_formats_are_decoded(format: str) -> None:  # noqa: A002
+    data = encoded(Image.new("RGB", (20, 10), (200, 10, 10)), format)
+    picture = fetch.decode(data, ImagePolicy(), PARAM, SIZE)
+    assert (picture.width, picture.height) == (20, 10)
+
+
+@pytest.mark.parametrize("format", ["PPM", "ICO", "TGA", "PCX", "EPS"])
+def test_other_formats_reach_no_decoder(format: str) -> None:  # noqa: A002
+    if format == "EPS":
+        data = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    else:
+        data = encoded(Image.new("RGB", (16, 16), (1, 2, 3)), format)
+    error = refused(lambda: fetch.decode(data, ImagePolicy(), PARAM, SIZE), "invalid_image")
+    assert error.message == f"'{PARAM}': not a recognised image file"
 
 
 def test_public_addresses() -> None:
@@ -247,3 +322,55 @@ def test_through_the_api(tiny_model_dir: Path, tmp_path: Path, connections) -> N
     with http_server() as port, running_server(model, tokenizer, allow_private_urls=True) as url:
         response = ask(url, f"http://127.0.0.1:{port}/a.png")
         assert response.status_code == 200, response.text
+
+
+def test_a_request_s_fetches_are_capped_limited_and_ended_when_it_fails_or_its_client_leaves(
+    tiny_model_dir: Path, connections
+) -> None:
+    from qwenvl_train.inference.loading import load_for_inference
+
+    model, tokenizer = load_for_inference(str(tiny_model_dir), device="cpu")
+
+    def payload(urls: list[str]) -> dict:
+        content = [{"type": "image_url", "image_url": {"url": u}} for u in urls] + [
+            {"type": "text", "text": "?"}
+        ]
+        return {"messages": [{"role": "user", "content": content}], "max_tokens": 1}
+
+    options = {"allow_private_urls": True, "max_images": 3, "max_concurrent_fetches": 2}
+    with http_server() as port, running_server(model, tokenizer, **options) as url:
+        base = f"http://127.0.0.1:{port}"
+        api = f"{url}/v1/chat/completions"
+        too_many = httpx.post(api, json=payload([f"{base}/a.png?{k}" for k in range(4)]), timeout=30)
+        assert too_many.status_code == 400 and too_many.json()["error"]["code"] == "too_many_images"
+        # One picture missing: the request fails at once and the download in progress is cut.
+        Handler.ended.clear()
+        started = time.monotonic()
+        failed = httpx.post(
+            api, json=payload([f"{base}/missing.png", f"{base}/hang1", f"{base}/hang2"]), timeout=30
+        )
+        assert failed.status_code == 400 and failed.json()["error"]["code"] == "unreachable_url"
+        assert time.monotonic() - started < 1.5
+        deadline = time.monotonic() + 2
+        while not Handler.ended and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert Handler.ended and Handler.ended[0] - started < 1.5
+        assert Handler.most_inflight <= 2
+        # The client leaves while its pictures download: the downloads are cut.
+        Handler.ended.clear()
+        host, port_text = url.removeprefix("http://").split(":")
+        data = __import__("json").dumps(payload([f"{base}/hang3", f"{base}/hang4"])).encode()
+        with socket.create_connection((host, int(port_text)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(data), data)
+            )
+            deadline = time.monotonic() + 10
+            while Handler.inflight < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert Handler.most_inflight == 2  # two at a time: the limit, reached
+            left = time.monotonic()
+        deadline = time.monotonic() + 2
+        while len(Handler.ended) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(Handler.ended) == 2 and max(Handler.ended) - left < 1.5

@@ -124,6 +124,11 @@ class Deadline:
     def cancel(self) -> None:
         self._timer.cancel()
 
+    def end_now(self) -> None:
+        """Shut the connections down now (what waits for them fails): the download is no longer wanted."""
+        self._timer.cancel()
+        self._expire()
+
 
 def _shut(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
@@ -300,13 +305,16 @@ def open_image(
     return _guarded_open(source, ref, max_pixels, forget=url)
 
 
-def _guarded_open(source: str | io.BytesIO, ref: str, max_pixels: int, forget: bool) -> Image.Image:
-    """``Image.open(source)`` with the size guards; errors name ``ref`` (``forget``: a cached URL is dropped)."""
+def _guarded_open(
+    source: str | io.BytesIO, ref: str, max_pixels: int, forget: bool, formats: tuple[str, ...] | None = None
+) -> Image.Image:
+    """``Image.open(source)`` with the size guards; errors name ``ref`` (``forget``: a cached URL is dropped;
+    ``formats``: the only decoders tried)."""
     _allow_pixels(max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(source)
+            image = Image.open(source, formats=list(formats) if formats else None)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{ref}: refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
@@ -363,14 +371,20 @@ def load_image(
     return _decoded(open_image(ref, max_pixels=max_pixels, timeout=timeout), ref, forget=is_url(ref))
 
 
-def decode_image(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(
+    data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, formats: tuple[str, ...] | None = None
+) -> Image.Image:
     """:func:`load_image` for bytes already in memory (a picture a server received or downloaded): the same guards
     (decompression bomb, pixel limit, empty image), fully decoded, RGB; errors name the picture ``name``.
+    ``formats`` (Pillow's names, e.g. ``("JPEG", "PNG")``) limits the decoders tried: any other format is "not a
+    recognised image file" (a server reaches no other decoder: EPS, for one, runs Ghostscript).
 
     Raises:
         ImageError: not an image, too many pixels, a truncated or corrupt file.
     """
-    return _decoded(_guarded_open(io.BytesIO(data), name, max_pixels, forget=False), name, forget=False)
+    return _decoded(
+        _guarded_open(io.BytesIO(data), name, max_pixels, forget=False, formats=formats), name, forget=False
+    )
 
 
 def _decoded(image: Image.Image, ref: str, forget: bool) -> Image.Image:

@@ -13,7 +13,13 @@ One concern per module:
 - :mod:`.answer_boxes` reads the boxes of an answer into the ``boxes`` extension field;
 - :mod:`.stream` writes server-sent events;
 - :mod:`.request_log` appends each completed request, in OpenAI's chat format, to ``--log-requests``;
-- :mod:`.app` is the FastAPI application (routes, authentication, error bodies); ``static/`` holds the chat page.
+- :mod:`.vision_cache` keeps the vision tower's output per picture (a chat re-sends its pictures every turn);
+- :mod:`.limits` holds the request limits, :mod:`.hosts` the ``Host`` / ``Origin`` rules and the page's headers,
+  :mod:`.metrics` the ``/metrics`` counters;
+- :mod:`.app` is the FastAPI application (routes, authentication, admission, error bodies); ``static/`` holds
+  the chat page;
+- :mod:`.http_guard` is uvicorn's h11 protocol with the head deadline, the head limits and the framing check, and
+  :mod:`.server` the uvicorn server with the graceful shutdown.
 
 The ``serve`` sub-command (its options, loading the model, :func:`build_state`) is
 :mod:`qwenvl_train.commands.serve`.

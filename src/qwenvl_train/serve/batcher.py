@@ -34,6 +34,7 @@ from transformers.cache_utils import DynamicCache
 from ..inference.generation import STOP_IDS, left_pad, undecodable_ids
 from .detok import AnswerText
 from .sampling import Sampling, pick
+from .vision_cache import VisionCache
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,10 @@ class Failed:
     """Generation failed for this request (the engine goes on serving the others)."""
 
     message: str
+    code: str | None = None
 
+
+SHUTTING_DOWN = "the server is shutting down"
 
 Event = Delta | Done | Failed
 
@@ -77,10 +81,19 @@ class Job:
     stop: list[str] = field(default_factory=list)
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.monotonic)
+    queued_bytes: int = 0  # the picture memory counted while it waits (0 once it left the queue)
+    digests: list[str | None] | None = (
+        None  # each picture's bytes' SHA-256 (the vision cache's key), if known
+    )
 
     def cancel(self) -> None:
         """The client went away: the row is freed at the next step (or never started)."""
         self.cancelled.set()
+
+    @property
+    def pixel_bytes(self) -> int:
+        """The memory its decoded pictures hold."""
+        return 0 if self.pixels is None else self.pixels.nelement() * self.pixels.element_size()
 
 
 class Row:
@@ -155,6 +168,11 @@ class Batch:
                 layer.values = layer.values[:, :, first:]
 
 
+def _cacheable(job: Job) -> bool:
+    """Every picture of the job has a digest (a local file has none: it is encoded afresh)."""
+    return job.digests is not None and all(job.digests) and len(job.digests) == len(job.pixels)
+
+
 def _pad_left(tensor: torch.Tensor, columns: int, dim: int) -> torch.Tensor:
     if columns == 0:
         return tensor
@@ -185,10 +203,14 @@ class Batcher:
         model: a ``QwenVLForCausalLM`` in eval mode.
         tokenizer: its tokenizer.
         max_batch_size: rows generated together at most.
+        vision_cache: where the vision tower's output for a picture is kept and reused (None: always run it).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 8) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, max_batch_size: int = 8, vision_cache: VisionCache | None = None
+    ) -> None:
         self.model = model
+        self.vision_cache = vision_cache
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.seq_length = int(getattr(model.config, "seq_length", 2048))
@@ -199,6 +221,9 @@ class Batcher:
         self.batches: list[Batch] = []
         self.steps = 0
         self._stop = threading.Event()
+        self._abort = threading.Event()
+        self._queued_lock = threading.Lock()
+        self._queued_bytes = 0
         self._thread = threading.Thread(target=self._run, name="qwenvl-serve-engine", daemon=True)
         self._thread.start()
 
@@ -206,7 +231,32 @@ class Batcher:
 
     def submit(self, job: Job) -> None:
         """Queue a job (any thread)."""
+        with self._queued_lock:
+            job.queued_bytes = job.pixel_bytes
+            self._queued_bytes += job.queued_bytes
         self.incoming.put(job)
+
+    @property
+    def waiting(self) -> int:
+        """Jobs queued, not yet generating."""
+        return len(self.pending) + self.incoming.qsize()
+
+    @property
+    def queued_pixel_bytes(self) -> int:
+        """The memory the pictures of the queued jobs hold (what ``--max-queued-image-mb`` bounds)."""
+        return self._queued_bytes
+
+    def _dequeued(self, job: Job) -> None:
+        """The job leaves the queue (prefilled or dropped): its pictures no longer count."""
+        with self._queued_lock:
+            self._queued_bytes -= job.queued_bytes
+            job.queued_bytes = 0
+
+    def abort(self) -> None:
+        """End every queued and running job now, each told :data:`SHUTTING_DOWN` (any thread; the end of a
+        graceful shutdown). The worker goes on, for nothing more comes."""
+        self._abort.set()
+        self.incoming.put(None)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker; jobs still queued or running are told so."""
@@ -225,12 +275,24 @@ class Batcher:
             self._take(block=not self.batches and not self.pending)
             if self._stop.is_set():
                 break
+            if self._abort.is_set():
+                self._abort.clear()
+                self._fail_all()
+                continue
             self._admit()
             self._join()
             for batch in list(self.batches):
                 self._guarded(batch.rows, self._step, batch)
+        self._take(block=False)
+        self._fail_all()
+
+    def _fail_all(self) -> None:
         for job in list(self.pending) + [r.job for b in self.batches for r in b.rows]:
-            job.emit(Failed("the server is shutting down"))
+            job.emit(Failed(SHUTTING_DOWN, "server_shutting_down"))
+        for job in self.pending:
+            self._dequeued(job)
+        self.pending.clear()
+        self.batches = []
 
     def _take(self, block: bool) -> None:
         try:
@@ -241,6 +303,9 @@ class Batcher:
                 item = self.incoming.get_nowait()
         except queue.Empty:
             pass
+        for job in [job for job in self.pending if job.cancelled.is_set()]:  # a client left while it waited
+            self.pending.remove(job)
+            self._dequeued(job)
 
     def _admit(self) -> None:
         free = self.max_batch_size - self.active_rows
@@ -249,9 +314,15 @@ class Batcher:
             job = self.pending.popleft()
             if not job.cancelled.is_set():
                 jobs.append(job)
+            else:
+                self._dequeued(job)
         if jobs:
             rows = [Row(job, self.tokenizer) for job in jobs]
-            self._guarded(rows, self._prefill, rows)
+            try:
+                self._guarded(rows, self._prefill, rows)
+            finally:
+                for job in jobs:
+                    self._dequeued(job)
 
     def _guarded(self, rows: list[Row], action: Callable[..., None], *args: Any) -> None:
         """Run ``action``; if it fails, only ``rows`` fail (their batch is dropped), the engine goes on."""
@@ -283,13 +354,20 @@ class Batcher:
         prompts = [row.job.prompt for row in rows]
         input_ids, mask = left_pad(prompts, 0)
         positions = (mask.cumsum(dim=1) - 1).clamp_min(0)
-        pixels = [row.job.pixels for row in rows if row.job.pixels is not None]
+        jobs = [row.job for row in rows if row.job.pixels is not None]
+        pictures: dict[str, Any] = {}
+        if jobs and self.vision_cache is not None and all(_cacheable(job) for job in jobs):
+            pictures["image_features"] = self._features(jobs)
+        elif jobs:
+            pictures["pixel_values"] = torch.cat([job.pixels for job in jobs]).to(
+                self.device, self.model.dtype
+            )
         cache = DynamicCache(config=self.model.config)
         out = self.model(
             input_ids=input_ids.to(self.device),
             attention_mask=mask.to(self.device),
             position_ids=positions.to(self.device),
-            pixel_values=torch.cat(pixels).to(self.device, self.model.dtype) if pixels else None,
+            **pictures,
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
@@ -301,6 +379,31 @@ class Batcher:
         self._advance(batch, logits)
         if batch.rows:
             self.batches.append(batch)
+
+    def _features(self, jobs: list[Job]) -> torch.Tensor:
+        """The vision features of the jobs' pictures in order: from the cache, the tower run once on the rest."""
+        cache = self.vision_cache
+        assert cache is not None
+        found: dict[str, torch.Tensor] = {}
+        missing: dict[str, torch.Tensor] = {}
+        order: list[str] = []
+        for job in jobs:
+            for digest, pixels in zip(job.digests or [], job.pixels, strict=True):
+                order.append(digest)
+                if digest in found or digest in missing:
+                    continue
+                features = cache.get(digest)
+                if features is None:
+                    missing[digest] = pixels
+                else:
+                    found[digest] = features
+        if missing:
+            batch = torch.stack(list(missing.values())).to(self.device, self.model.dtype)
+            computed = self.model.transformer.visual(batch)
+            for digest, features in zip(missing, computed, strict=True):
+                found[digest] = features
+                cache.put(digest, features)
+        return torch.stack([found[digest] for digest in order])
 
     def _join(self) -> None:
         """Join the batches that can share a cache (see the module docstring)."""

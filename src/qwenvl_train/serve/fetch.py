@@ -41,6 +41,8 @@ MAX_REDIRECTS = 5
 #: How an error names a picture received as bytes (it has no path).
 PICTURE = "the image"
 USER_AGENT = "qwenvl-train-serve"
+#: The only decoders a served picture reaches (Pillow's names): what a photo or a screenshot comes as.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class LoadedImage:
     pixels: Any  # torch.Tensor [3, image_size, image_size]
     width: int
     height: int
+    digest: str | None = None  # SHA-256 of the bytes (the vision cache's key); None for a local file
 
 
 def _refuse(param: str, message: str, code: str = "invalid_image") -> APIError:
@@ -76,11 +79,40 @@ def resolve(host: str, port: int) -> list[str]:
     return sorted({info[4][0] for info in infos})
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries and reaches (None when it carries none).
+
+    IPv4-mapped ``::ffff:a.b.c.d``, IPv4-compatible ``::a.b.c.d`` (deprecated; still routed by some stacks),
+    NAT64 ``64:ff9b::/96`` (and the local-use ``64:ff9b:1::/48``: its last 32 bits), 6to4 ``2002:AABB:CCDD::``
+    and Teredo ``2001:0::/32`` (its client, the last 32 bits inverted). A translator or relay would deliver a
+    request to that IPv4 address, so the SSRF rule judges it as that address.
+    """
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    value = int(ip)
+    if ip in NAT64 or ip in NAT64_LOCAL:
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    if value >> 32 == 0 and value > 1:  # ::a.b.c.d (:: and ::1 are the IPv6 unspecified and loopback)
+        return ipaddress.IPv4Address(value)
+    return None
+
+
 def is_public(address: str) -> bool:
-    """True for an address on the public internet (what an image URL may reach by default)."""
+    """True for an address on the public internet (what an image URL may reach by default); an IPv6 address
+    that embeds an IPv4 one (:func:`embedded_ipv4`) is judged as that IPv4 address."""
     ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = embedded_ipv4(ip)
+        if inner is not None:
+            return inner.is_global and not inner.is_multicast
     return ip.is_global and not ip.is_multicast
 
 
@@ -145,13 +177,16 @@ class _PinnedConnection(http.client.HTTPConnection):
             self.sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
 
 
-def fetch_url(url: str, policy: ImagePolicy, param: str) -> bytes:
+def fetch_url(url: str, policy: ImagePolicy, param: str, deadline: Deadline | None = None) -> bytes:
     """The bytes at ``url``, following at most ``MAX_REDIRECTS`` redirects, each one checked again.
+
+    ``deadline`` (default: ``policy.timeout`` from now) shuts the connections down when it ends; the server ends
+    it early (:meth:`Deadline.end_now`) when the request failed or its client left.
 
     Raises:
         APIError: refused address, HTTP error, too many redirects, too large, too slow, network failure.
     """
-    deadline = Deadline(policy.timeout)
+    deadline = deadline or Deadline(policy.timeout)
     try:
         return _fetch(url, policy, param, deadline)
     except APIError:
@@ -173,7 +208,7 @@ def _fetch(url: str, policy: ImagePolicy, param: str, deadline: Deadline) -> byt
         connection = _PinnedConnection(
             parts.hostname or "", address, port, remaining, parts.scheme == "https", deadline
         )
-        target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        target = urllib.parse.urlunsplit(("", "", _ascii(parts.path) or "/", _ascii(parts.query), ""))
         try:
             connection.request("GET", target, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
             response = connection.getresponse()
@@ -192,13 +227,19 @@ def _fetch(url: str, policy: ImagePolicy, param: str, deadline: Deadline) -> byt
             if deadline.expired:  # the body ended because the deadline shut the connection
                 raise _too_slow(url, policy, param)
             return data
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, UnicodeError) as exc:
             if isinstance(exc, TimeoutError | socket.timeout):
                 raise _too_slow(url, policy, param) from None
             raise _refuse(param, f"cannot fetch {url!r} ({exc})", "unreachable_url") from None
         finally:
             connection.close()
     raise _refuse(param, f"more than {MAX_REDIRECTS} redirects", "unreachable_url")
+
+
+def _ascii(text: str) -> str:
+    """A path or query with its non-ASCII characters percent-encoded as UTF-8 (what a browser sends; the
+    ``%xx`` already there and the reserved characters kept)."""
+    return urllib.parse.quote(text, safe="/%:@!$&'()*+,;=?~")
 
 
 def _too_slow(url: str, policy: ImagePolicy, param: str) -> APIError:
@@ -275,10 +316,17 @@ def local_path(ref: str, policy: ImagePolicy, param: str) -> Path:
 
 def decode(data: bytes, policy: ImagePolicy, param: str, image_size: int) -> LoadedImage:
     """Decode ``data`` with the training loader's decoder (bomb guard, pixel limit, RGB) and transform it for the
-    model."""
-    return _load(
-        lambda: decode_image(data, PICTURE, max_pixels=policy.max_pixels), PICTURE, param, image_size
+    model; ``digest`` is the bytes' SHA-256."""
+    from .vision_cache import picture_digest
+
+    loaded = _load(
+        lambda: decode_image(data, PICTURE, max_pixels=policy.max_pixels, formats=FORMATS),
+        PICTURE,
+        param,
+        image_size,
     )
+    loaded.digest = picture_digest(data)
+    return loaded
 
 
 def _load(open_picture: Callable[[], Any], name: str, param: str, image_size: int) -> LoadedImage:
@@ -293,13 +341,16 @@ def _load(open_picture: Callable[[], Any], name: str, param: str, image_size: in
     return LoadedImage(preprocess_image(image, image_size), image.width, image.height)
 
 
-def load(url: str, policy: ImagePolicy, param: str, image_size: int) -> LoadedImage:
-    """The picture an ``image_url`` names, ready for the model (blocking: run it in a worker thread)."""
+def load(
+    url: str, policy: ImagePolicy, param: str, image_size: int, deadline: Deadline | None = None
+) -> LoadedImage:
+    """The picture an ``image_url`` names, ready for the model (blocking: run it in a worker thread;
+    ``deadline``: see :func:`fetch_url`)."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "data":
         return decode(decode_data_url(url, policy, param), policy, param, image_size)
     if scheme in ("http", "https"):
-        return decode(fetch_url(url, policy, param), policy, param, image_size)
+        return decode(fetch_url(url, policy, param, deadline), policy, param, image_size)
     if scheme in ("", "file") or len(scheme) == 1:  # a path (a Windows drive letter is not a scheme)
         path = local_path(url, policy, param)
         if path.stat().st_size > policy.max_bytes:

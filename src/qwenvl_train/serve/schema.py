@@ -90,8 +90,47 @@ def parse_json(body: bytes) -> Any:
     """
     try:
         return json.loads(body)
+    except RecursionError:
+        raise APIError("the request body is JSON nested too deeply", code="invalid_json") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise APIError(f"the request body is not valid JSON ({exc})", code="invalid_json") from None
+
+
+#: Parameters of the Chat Completions API this server does not implement, and the value that means "not asked
+#: for" (a client may send the default): anything else is a 400 naming the parameter, not silently ignored.
+UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "parallel_tool_calls": (None,),
+    "response_format": (None, {"type": "text"}),
+    "logit_bias": (None, {}),
+    "presence_penalty": (None, 0, 0.0),
+    "frequency_penalty": (None, 0, 0.0),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+    "prediction": (None,),
+    "web_search_options": (None,),
+    "best_of": (None, 1),
+    "echo": (None, False),
+    "suffix": (None,),
+}
+
+
+def _unsupported(body: dict[str, Any]) -> None:
+    for name, defaults in UNSUPPORTED.items():
+        if name in body and not any(
+            body[name] == value and type(body[name]) is type(value) or (value is None and body[name] is None)
+            for value in defaults
+        ):
+            raise APIError(
+                f"'{name}' is not supported by this server (leave it out)",
+                param=name,
+                code="unsupported_parameter",
+            )
 
 
 def _number(body: dict[str, Any], name: str, low: float, high: float, *, integer: bool = False) -> Any:
@@ -233,6 +272,7 @@ def parse_request(body: Any) -> ChatRequest:
         raise APIError("the request body must be a JSON object", code="invalid_type")
     if "messages" not in body:
         raise APIError("'messages' is required", param="messages", code="missing")
+    _unsupported(body)
     messages = _messages(body["messages"])
     _conversation(messages)
     n = _number(body, "n", 1, 128, integer=True)
