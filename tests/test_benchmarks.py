@@ -87,3 +87,25 @@ def test_hard_inputs_prints_the_peak_memory_of_check_data_per_input() -> None:
     assert [row[0] for row in rows] == ["small", "csv", "record"]
     assert [row[2] for row in rows] == ["0", "1", "1"]  # the bad file and the oversized record are reported
     assert "bad JSON" in out and "no sample left to train on" in out
+
+
+def test_image_size_cost_prints_a_row_per_size_with_the_patches() -> None:
+    out = run(
+        "image_size_cost.py",
+        "--sizes",
+        "56",
+        "112",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--targets",
+        "llm",
+        "vit",
+    )
+    header, rows = table_rows(out, "s/step")
+    for column in ("image_size", "patches", "s/step", "step MiB", "trainable"):
+        assert column in header
+    assert [row[:3] for row in rows] == [["56", "16", "16"], ["112", "64", "16"]]
+    assert all(float(row[3]) > 0 and float(row[4]) > 0 for row in rows)
+    assert rows[0][5] == rows[1][5]  # the adapters do not grow with the picture
