@@ -225,3 +225,37 @@ def test_full_run_at_112_writes_the_size_in_every_config(
                    "--save_strategy", "steps", "--save_steps", "1"))  # fmt: skip
     for folder in (out, out / "checkpoint-1"):
         assert json.loads((folder / "config.json").read_text())["visual"]["image_size"] == 112, folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "sharding",
+    [
+        ["--deepspeed", str(ROOT / "ds_configs" / "zero3.json")],
+        ["--fsdp", "--fsdp_config", str(ROOT / "ds_configs" / "fsdp2.json")],
+    ],
+    ids=["zero3", "fsdp2"],
+)
+def test_vit_module_adapters_at_112_under_zero3_and_fsdp2(
+    sharding: list[str], tiny_model_dir: Path, data_file: Path, tmp_path: Path
+) -> None:
+    """Two processes under torchrun (gloo, CPU), as tests/test_train_distributed.py runs them: LoRA on the language
+    model and every ViT block at 112 px trains, and the adapter saved from the shards holds every ViT adapter,
+    trained, and records the size."""
+    from train_fixtures import cpu_env, free_port
+
+    out = tmp_path / "out"
+    worker = Path(__file__).with_name("train_dist_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(worker), *cpu_args(tiny_model_dir, data_file, out, "--tune", "lora", "--image_size", "112",
+                                  "--lora_target", "llm", "vit", "--ddp_backend", "gloo", "--bf16", "false",
+                                  "--max_steps", "2", "--learning_rate", "2e-2", "--per_device_train_batch_size", "1",
+                                  *sharding)]  # fmt: skip
+    env = {**cpu_env(), "PROBE_FILE": str(tmp_path / "probe")}
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    adapter = load_file(str(out / "adapter_model.safetensors"))
+    vit_b = [name for name in adapter if ".resblocks." in name and "lora_B" in name]
+    assert len(vit_b) == len(VIT_MODULES)
+    assert all(adapter[name].abs().sum() > 0 for name in vit_b)
+    assert json.loads((out / "visual_config.json").read_text()) == {"image_size": 112}
