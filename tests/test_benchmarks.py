@@ -96,3 +96,25 @@ def test_eval_speed_prints_questions_per_second_of_both_loops() -> None:
         assert column in header
     assert [row[:3] for row in rows] == [["original", "2", "3"], ["ours", "2", "3"]]
     assert all(float(row[4]) > 0 for row in rows) and float(rows[0][5]) == 1.0
+
+
+def test_image_size_cost_prints_a_row_per_size_with_the_patches() -> None:
+    out = run(
+        "image_size_cost.py",
+        "--sizes",
+        "56",
+        "112",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--targets",
+        "llm",
+        "vit",
+    )
+    header, rows = table_rows(out, "s/step")
+    for column in ("image_size", "patches", "s/step", "step MiB", "trainable"):
+        assert column in header
+    assert [row[:3] for row in rows] == [["56", "16", "16"], ["112", "64", "16"]]
+    assert all(float(row[3]) > 0 and float(row[4]) > 0 for row in rows)
+    assert rows[0][5] == rows[1][5]  # the adapters do not grow with the picture

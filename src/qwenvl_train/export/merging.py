@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..model.visual_config import adapter_visual, vision_settings, with_image_size
 from ..outputs import check_output_folder
 from .layout import (
     DTYPE_NAMES,
@@ -123,7 +124,7 @@ def merge(
     adapter, output = Path(adapter), Path(output)
     base_dir = resolve_base(adapter, base)
     check_request(base_dir, adapter, output, quantize, calib_data, dtype)
-    base_config = read_json(base_dir / "config.json")
+    base_config = trained_config(read_json(base_dir / "config.json"), adapter)
     dtype = dtype or default_dtype(base_config, quantize)
     print(f"merge: adapter {adapter} into {base_dir} ({DTYPE_NAMES[dtype]})", flush=True)
 
@@ -133,7 +134,7 @@ def merge(
     with saving(output, "the merged model", None, untouched), staging_folder(output) as folder:
         copy_model_files(base_dir, adapter, folder)
         write_chat_template(folder, base_config)
-        model = merged_model(base_dir, adapter, dtype)
+        model = merged_model(base_dir, adapter, dtype, vision_settings(base_config).image_size)
         quantization = None
         if quantize == "gptq":
             from transformers import AutoTokenizer
@@ -186,17 +187,46 @@ def check_request(
             raise MergeError(f"--calib-data {path}: no such file")
 
 
-def merged_model(base_dir: Path, adapter: Path, dtype: str) -> Any:
-    """The base loaded unquantized in ``dtype`` with the adapter merged in by peft (a plain ``QwenVLForCausalLM``)."""
+def trained_config(base_config: dict[str, Any], adapter: Path) -> dict[str, Any]:
+    """The base's ``config.json`` with the picture size the adapter was trained at (its ``visual_config.json``,
+    ``train --image_size``) when that differs, so the merged folder, in this project and in the original code,
+    resizes pictures as training did; otherwise the base's own, unchanged."""
+    size = adapter_visual(adapter).get("image_size")
+    if size is None or size == vision_settings(base_config).image_size:
+        return base_config
+    return {**base_config, "visual": {**(base_config.get("visual") or {}), "image_size": int(size)}}
+
+
+def merged_model(base_dir: Path, adapter: Path, dtype: str, image_size: int | None = None) -> Any:
+    """The base loaded unquantized in ``dtype`` (at ``image_size`` when given) with the adapter merged in by peft (a
+    plain ``QwenVLForCausalLM``); the resampler's parameter LoRA folds into ``in_proj_weight`` under its own name."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, DTYPE_NAMES[dtype]))
+    kwargs: dict[str, Any] = {}
+    if image_size is not None:
+        kwargs["config"] = with_image_size(AutoConfig.from_pretrained(base_dir), image_size)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, DTYPE_NAMES[dtype]), **kwargs)
     try:
         model = PeftModel.from_pretrained(model, adapter)
     except RuntimeError as exc:  # shapes that do not match: an adapter trained on another model
         lines = [line.strip() for line in str(exc).strip().splitlines()]
         detail = next((line for line in lines if line.startswith("size mismatch")), lines[0])
         raise MergeError(f"{adapter} does not fit {base_dir}: {detail}") from None
-    return model.merge_and_unload()
+    return merge_nested(model.merge_and_unload())
+
+
+def merge_nested(model: Any) -> Any:
+    """Fold in and unwrap the LoRA layers ``merge_and_unload`` leaves behind: peft wraps the resampler's attention
+    (``attn_pool.attn``, for its ``in_proj_weight`` parameter LoRA) around its already adapted ``out_proj``, and
+    unloading the outer wrapper puts the inner one back unmerged (``out_proj.base_layer``,
+    ``out_proj.lora_A``...), which would change the original key names."""
+    from peft.tuners.lora import LoraLayer
+
+    nested = [(name, module) for name, module in model.named_modules() if isinstance(module, LoraLayer)]
+    for name, module in nested:
+        module.merge()
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, module.get_base_layer())
+    return model

@@ -3,7 +3,8 @@
 A model folder has ``config.json``; an adapter folder, as training saves it, has ``adapter_config.json`` (naming
 its base in ``base_model_name_or_path``) and no ``config.json``. ``--model`` may be either: given an adapter
 folder alone, the base it names is loaded under it. The adapter's LoRA layers are injected into the model and
-stay unmerged (exactly what training computed; ``qwenvl-train merge`` writes a merged copy).
+stay unmerged (exactly what training computed; ``qwenvl-train merge`` writes a merged copy); the picture size
+the adapter was trained at (its ``visual_config.json``, ``train --image_size``) replaces its base's.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..model.visual_config import adapter_visual, with_image_size
 
 
 class LoadError(UserError, ValueError):
@@ -86,8 +88,14 @@ def load_for_inference(
 
     tokenizer = AutoTokenizer.from_pretrained(str(vocab_dirs[0]))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    kwargs: dict[str, Any] = {}
+    trained_size = adapter_visual(adapter_dir).get("image_size")
+    if trained_size is not None:  # the adapter was trained at another picture size than its base says
+        from transformers import AutoConfig
+
+        kwargs["config"] = with_image_size(AutoConfig.from_pretrained(str(model_dir)), trained_size)
     loaded = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), dtype=torch_dtype(dtype, device), device_map={"": device}
+        str(model_dir), dtype=torch_dtype(dtype, device), device_map={"": device}, **kwargs
     )
     if adapter_dir is not None:
         from peft import PeftModel

@@ -32,6 +32,35 @@ DEFAULT_N_QUERIES: int = VISUAL_DEFAULTS["n_queries"]
 DEFAULT_IMAGE_SIZE: int = VISUAL_DEFAULTS["image_size"]
 
 
+#: In an adapter folder (which has no ``config.json``, see :mod:`qwenvl_train.training.run_checkpoints`): the
+#: ``visual`` settings the adapter was trained with that its base's ``config.json`` may not have (``image_size``).
+ADAPTER_VISUAL_FILE = "visual_config.json"
+
+
+def adapter_visual(folder: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The ``visual`` settings an adapter folder records (``{"image_size": 896}``), or ``{}`` when it records none
+    (an adapter written before the record existed, or not an adapter folder)."""
+    if folder is None:
+        return {}
+    path = Path(folder) / ADAPTER_VISUAL_FILE
+    if not path.is_file():
+        return {}
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def write_adapter_visual(folder: str | os.PathLike[str], visual: Mapping[str, Any]) -> None:
+    """Record the ``image_size`` of ``visual`` (a model config's ``visual`` dict) in an adapter folder."""
+    record = {"image_size": int(visual.get("image_size", DEFAULT_IMAGE_SIZE))}
+    (Path(folder) / ADAPTER_VISUAL_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def with_image_size(config: Any, image_size: int | None) -> Any:
+    """``config`` (a ``QwenVLConfig``) with ``visual.image_size`` set to ``image_size`` (unchanged when None)."""
+    if image_size is not None:
+        config.visual = {**config.visual, "image_size": int(image_size)}
+    return config
+
+
 class VisionSettings(NamedTuple):
     """What the data pipeline needs from the model config."""
 

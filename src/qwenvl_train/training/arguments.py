@@ -22,13 +22,14 @@ from transformers import HfArgumentParser
 
 from ..data.options import DataOptions
 from ..errors import ConfigurationError
+from ..model.parameter_names import LLM_LORA_TARGETS
 from .validate import UsageError, check_device_options, validate
 
 TUNE_MODES = ("full", "lora", "qlora")
 #: Options of a config file that name another file (see :func:`resolve_config_paths`).
 CONFIG_PATH_OPTIONS = ("deepspeed", "fsdp_config")
 DEFAULT_LEARNING_RATE = {"full": 1e-5, "lora": 1e-4, "qlora": 1e-4}
-DEFAULT_LORA_TARGETS = ["c_attn", "attn.c_proj", "w1", "w2"]
+DEFAULT_LORA_TARGETS = list(LLM_LORA_TARGETS)
 
 
 @dataclass
@@ -84,6 +85,16 @@ class ModelArguments:
             "stored (safetensors, keyed by the pixels, the vision weights and the compute dtype) and reused in "
             "later epochs and runs. Needs the whole tower frozen (full: --freeze_vit --freeze_resampler; "
             "lora/qlora: no transformer.visual targets); not with ZeRO-3 or FSDP."
+        },
+    )
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Side in pixels the pictures are resized to (a multiple of 14, at least 56): the ViT sees "
+            "(N/14)^2 patches, its 16 x 16 position table and the resampler's are interpolated as the original "
+            "does, and the language model still sees n_queries (256) tokens per picture. Every folder the run "
+            "writes records N (config.json's visual.image_size; an adapter folder's visual_config.json), so "
+            "chat, eval, serve, merge and the original code use N. Default: the checkpoint's (448)."
         },
     )
     dtype: str = field(
@@ -153,8 +164,11 @@ class LoraArguments:
     lora_target: list[str] = field(
         default_factory=lambda: list(DEFAULT_LORA_TARGETS),
         metadata={
-            "help": "Module names (or dotted suffixes) that get adapters. The default covers the language model's "
-            "attention and gated MLP; add e.g. attn_pool.attn.out_proj attn_pool.kv_proj for the resampler.",
+            "help": "What gets adapters: the part names llm (the language model's attention and gated MLP: "
+            "c_attn attn.c_proj w1 w2, the default), resampler (attn_pool.attn.in_proj_weight as a parameter "
+            "LoRA, attn_pool.attn.out_proj, attn_pool.kv_proj) and vit (every ViT block's attn.in_proj, "
+            "attn.out_proj, mlp.c_fc, mlp.c_proj), and/or module or parameter names (or dotted suffixes). "
+            "--lora_dropout applies to module targets; parameter targets have none (peft's limit).",
             "nargs": "+",
         },
     )

@@ -17,7 +17,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from ..errors import UserError
-from ..model.parameter_names import matches_target, part_of
+from ..model.parameter_names import expand_lora_targets, matches_target, part_of
+from ..model.visual_config import with_image_size
 from .arguments import Arguments, LoraArguments, ModelArguments, QuantArguments
 from .base_checkpoint import quant_method, resolve_kind
 
@@ -117,6 +118,12 @@ def load_model(args: Arguments) -> nn.Module:
     if model_args.tune == "qlora":
         # 4-bit weights are placed once, on this process's device (no later .to() is allowed).
         kwargs["device_map"] = {"": _local_device()}
+    if model_args.image_size is not None:
+        # The config is what every saved folder writes, so they all record the size the run trained at.
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model_args.model_name_or_path)
+        kwargs["config"] = with_image_size(config, model_args.image_size)
     return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
 
 
@@ -231,12 +238,15 @@ def fixed_parameters(model: nn.Module) -> set[str]:
 
 
 def split_lora_targets(model: nn.Module, targets: list[str]) -> tuple[list[str], list[str]]:
-    """Split ``--lora_target`` into module targets and parameter targets.
+    """Split ``--lora_target``, its part names expanded (:func:`~qwenvl_train.model.parameter_names.expand_lora_targets`),
+    into module targets and parameter targets.
 
     A target naming a parameter rather than a module (the resampler's ``attn_pool.attn.in_proj_weight``, stored
     like ``nn.MultiheadAttention``'s) goes to peft's ``target_parameters``.
     """
     param_names = [name for name, _ in model.named_parameters()]
+    linear = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    targets = expand_lora_targets(targets, linear + param_names)
     modules, params = [], []
     for target in targets:
         is_param = any(matches_target(n, [target]) for n in param_names)
@@ -256,25 +266,45 @@ def add_lora(model: nn.Module, lora_args: LoraArguments, chat: bool) -> nn.Modul
     from peft import LoraConfig, get_peft_model
 
     modules, params = split_lora_targets(model, lora_args.lora_target)
-    if params and lora_args.lora_dropout:
-        raise PreparationError(
-            f"--lora_target {params[0]} is a parameter (peft target_parameters), which peft supports only "
-            "with --lora_dropout 0"
-        )
     modules_to_save = lora_args.modules_to_save
     if modules_to_save is None:
         modules_to_save = [] if chat else list(BASE_MODULES_TO_SAVE)
     config = LoraConfig(
         r=lora_args.lora_r,
         lora_alpha=lora_args.lora_alpha,
-        lora_dropout=lora_args.lora_dropout,
+        # peft refuses dropout on a parameter LoRA: the config says none, and the module adapters get theirs below.
+        lora_dropout=0.0 if params else lora_args.lora_dropout,
         target_modules=modules or None,
         target_parameters=params or None,
         bias=lora_args.lora_bias,
         modules_to_save=modules_to_save or None,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    if params and lora_args.lora_dropout:
+        set_module_dropout(model, lora_args.lora_dropout)
+    return model
+
+
+def set_module_dropout(model: nn.Module, p: float) -> int:
+    """Give every module LoRA layer (not the parameter ones, peft's ``ParamWrapper``) dropout ``p`` on its input, as
+    ``LoraConfig(lora_dropout=p)`` would have; returns how many layers got it."""
+    from peft.tuners.lora import LoraLayer, ParamWrapper
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, LoraLayer) and not isinstance(module, ParamWrapper):
+            for adapter in module.lora_dropout:
+                module.lora_dropout[adapter] = nn.Dropout(p=p)
+                count += 1
+    return count
+
+
+def has_parameter_adapters(model: nn.Module) -> bool:
+    """Whether a LoRA adapter sits on a parameter (peft ``target_parameters``) rather than on a module."""
+    from peft.tuners.lora import ParamWrapper
+
+    return any(isinstance(module, ParamWrapper) for module in model.modules())
 
 
 def check_adapter_holds_trainables(model: nn.Module) -> None:

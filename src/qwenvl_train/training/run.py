@@ -114,6 +114,10 @@ def build_datasets(
         TrainingDataError: errors under ``--on_error raise``, no sample left, or ranks that disagree.
     """
     settings = model_vision_settings(args.model.model_name_or_path)
+    if (
+        args.model.image_size is not None
+    ):  # --image_size: pictures resized to it (the scan depends on n_queries only)
+        settings = settings._replace(image_size=args.model.image_size)
     scans = [scan(args.data.data_path, tokenizer, args.data, n_queries=settings.n_queries)]
     eval_paths = args.data.eval_data_path or args.data.eval_data  # --eval_data alone gives the loss too
     if eval_paths:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..errors import UserError
+from ..model.visual_config import write_adapter_visual
 
 if TYPE_CHECKING:
     from torch import nn
@@ -83,17 +84,22 @@ def resolve_resume(value: str | None, output_dir: str) -> str | None:
 
 
 def write_model_files(model: nn.Module, output_dir: str | os.PathLike[str]) -> None:
-    """Write ``generation_config.json`` next to an adapter (``save_pretrained`` of a full model already does).
+    """Write ``generation_config.json`` next to an adapter (``save_pretrained`` of a full model already does), and
+    the adapter's ``visual_config.json`` (the ``image_size`` it was trained at, ``--image_size``).
 
     An adapter folder deliberately gets no ``config.json``: with one, ``AutoModelForCausalLM.from_pretrained``
     would take the folder for a complete model; without it, both that and ``AutoPeftModelForCausalLM`` load the
-    base named in ``adapter_config.json`` and apply the adapter.
+    base named in ``adapter_config.json`` and apply the adapter. Its base's ``config.json`` may say another
+    picture size than the run used, hence the record, which ``chat``/``eval``/``serve`` and ``merge`` apply.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     generation_config = getattr(base, "generation_config", None)
     out = Path(output_dir)
     if generation_config is not None and not (out / "generation_config.json").exists():
         generation_config.save_pretrained(out)
+    visual = getattr(getattr(base, "config", None), "visual", None)
+    if hasattr(model, "peft_config") and isinstance(visual, dict):
+        write_adapter_visual(out, visual)
 
 
 def save_final(trainer: Any) -> Path:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback, TrainingArguments
 
-from .prepare import count_parameters, summarize_trainable
+from .prepare import count_parameters, has_parameter_adapters, summarize_trainable
 
 if TYPE_CHECKING:
     from torch import nn
@@ -49,22 +49,35 @@ def start_summary(args: Arguments, model: nn.Module, train_set: ConversationData
         f"({summary.dropped_too_long} too long, {summary.skipped} bad), {summary.cut} cut, "
         f"{summary.duplicate_ids} duplicate ids{reference} | "
         f"world size {args.training.world_size} | effective batch {effective_batch_size(args.training)}\n"
-        + settings_line(args)
+        + settings_line(
+            args, parameter_adapters=has_parameter_adapters(model) if args.model.tune != "full" else False
+        )
     )
 
 
-def settings_line(args: Arguments) -> str:
-    """One line with the hyper-parameters that matter, printed at start."""
+def settings_line(args: Arguments, parameter_adapters: bool = False) -> str:
+    """One line with the hyper-parameters that matter, printed at start.
+
+    Args:
+        args: the parsed options.
+        parameter_adapters: some adapters sit on parameters (peft ``target_parameters``), which take no dropout:
+            the line says the dropout applies to the module adapters only.
+    """
     t = args.training
+    dropout = f"{args.lora.lora_dropout:g}"
+    if parameter_adapters and args.lora.lora_dropout:
+        dropout += "(module targets; 0 on parameter targets)"
     schedule = getattr(t.lr_scheduler_type, "value", t.lr_scheduler_type)
     return (
         f"settings: tune={args.model.tune} lr={t.learning_rate:g} schedule={schedule} "
         f"warmup={t.warmup_steps:g} weight_decay={t.weight_decay:g} adam_betas=({t.adam_beta1:g}, {t.adam_beta2:g}) "
-        f"model_max_length={args.data.model_max_length} bf16={t.bf16} fp16={t.fp16} "
+        f"model_max_length={args.data.model_max_length}"
+        + (f" image_size={args.model.image_size}" if args.model.image_size is not None else "")
+        + f" bf16={t.bf16} fp16={t.fp16} "
         f"activation_checkpointing={ {0: 'off', 1: 'full'}.get(t.checkpointing_every, t.checkpointing_every) }"
         + (f" packing={t.packing_tokens}" if t.packing else "")
         + (
-            f" lora_r={args.lora.lora_r} lora_alpha={args.lora.lora_alpha} lora_dropout={args.lora.lora_dropout:g} "
+            f" lora_r={args.lora.lora_r} lora_alpha={args.lora.lora_alpha} lora_dropout={dropout} "
             f"lora_target={','.join(args.lora.lora_target)}"
             if args.model.tune != "full"
             else ""

@@ -9,7 +9,8 @@ group) as it is built:
   and the ``--config`` file before any argument class is built (also what a launcher runs once before torchrun:
   ``train --check_devices_only``);
 - :func:`validate`: the rest, on the parsed arguments: ``--packing_tokens``, ``--vision_lr``, ``--quant`` against
-  ``--tune``, the freeze flags against ``--tune``, ``--vision_cache`` against ZeRO-3 and FSDP.
+  ``--tune``, ``--image_size``, the freeze flags against ``--tune``, parameter LoRA targets and ``--vision_cache``
+  against ZeRO-3 and FSDP.
 
 What needs more than the options is checked where that is known: the base checkpoint's files and the file
 system in :mod:`.preflight` (layout, chat or base, ``--quant`` against its weights, output folder, disk space),
@@ -30,6 +31,9 @@ from ..errors import ConfigurationError
 if TYPE_CHECKING:
     from .arguments import Arguments
 
+#: Side of a ViT patch in pixels (every released checkpoint), and the smallest --image_size (a 4 x 4 patch grid).
+PATCH_SIZE = 14
+MIN_IMAGE_SIZE = 4 * PATCH_SIZE
 #: The flags that choose what trains in ``--tune full`` (with adapters, ``--lora_target`` and ``--modules_to_save``
 #: do), in the order they are named.
 FREEZE_FLAGS = ("freeze_vit", "freeze_resampler", "freeze_llm")
@@ -54,12 +58,51 @@ def validate(args: Arguments) -> None:
         raise UsageError(f"--vision_lr must be 0 or more, got {training.vision_lr}")
     if model.tune != "qlora" and args.quant.quant != "auto":
         raise UsageError(f"--quant {args.quant.quant} needs --tune qlora")
+    if model.image_size is not None:
+        check_image_size(model.image_size)
     check_freeze_flags(args)
+    check_sharded_vision_targets(args)
     if model.vision_cache and (training.fsdp or _zero3(training)):
         raise ConfigurationError(
             "--vision_cache cannot be used with ZeRO-3 or FSDP: the sharded tower must run on every rank at "
             "every step; use DDP or ZeRO-2"
         )
+
+
+def check_image_size(size: int) -> None:
+    """``--image_size`` must cut into whole patches (14 px) and leave the resampler at least a 4 x 4 grid.
+
+    Raises:
+        UsageError: naming the nearest sizes that would do.
+    """
+    if size % PATCH_SIZE or size < MIN_IMAGE_SIZE:
+        lower = max(MIN_IMAGE_SIZE, size // PATCH_SIZE * PATCH_SIZE)
+        upper = max(MIN_IMAGE_SIZE, -(-size // PATCH_SIZE) * PATCH_SIZE)
+        near = f"{lower}" if lower == upper else f"{lower} or {upper}"
+        raise UsageError(
+            f"--image_size must be a multiple of the patch size {PATCH_SIZE} and at least {MIN_IMAGE_SIZE}, "
+            f"got {size} (try {near})"
+        )
+
+
+def check_sharded_vision_targets(args: Arguments) -> None:
+    """A parameter LoRA (the resampler's fused ``in_proj_weight``, which ``--lora_target resampler`` includes) is
+    refused under ZeRO-3 and FSDP: peft applies it through torch's parametrization of the weight, which the
+    sharding wrappers replace with their own flat or partitioned parameters.
+
+    Raises:
+        ConfigurationError: one line naming the target and what to use instead.
+    """
+    training = args.training
+    if args.model.tune == "full" or not (training.fsdp or _zero3(training)):
+        return
+    for target in args.lora.lora_target:
+        if target == "resampler" or target.endswith("_weight"):
+            raise ConfigurationError(
+                f"--lora_target {target}: a parameter LoRA (the resampler's fused attn_pool.attn.in_proj_weight) "
+                "cannot be sharded by ZeRO-3 or FSDP, which replace the parameter peft wraps; use DDP or ZeRO-2, "
+                "or name attn_pool.attn.out_proj attn_pool.kv_proj instead"
+            )
 
 
 def check_freeze_flags(args: Arguments) -> None:
