@@ -294,9 +294,23 @@ def run(args: argparse.Namespace) -> int:
         if python is not None:
             servers["original"] = OriginalServer(python, api, checkpoint, scratch)
             original_text, _ = answer_once(servers["original"].url, original_payload())
+            # The original's _decode_chatml cuts the last token of an answer that no stop token ended (its loop
+            # variable stops one short), so with --max-tokens tokens its text is ours less the last token.
             same = original_text.strip() == text.strip()
-            print(f"greedy answers identical: {'yes' if same else 'NO'} ({tokens} tokens; the original's count "
-                  f"is taken as ours{'' if same else ', an estimate here'})")  # fmt: skip
+            prefix = (
+                not same and bool(original_text.strip()) and text.strip().startswith(original_text.strip())
+            )
+            verdict = "yes" if same else "yes, the original's is ours less its last token" if prefix else "NO"
+            print(f"greedy answers identical: {verdict} ({tokens} tokens generated; the original reports no count, "
+                  f"ours stands for it{'' if same or prefix else ', an estimate here'})")  # fmt: skip
+            if not (same or prefix):
+                common = next(
+                    (k for k, (a, b) in enumerate(zip(text, original_text, strict=False)) if a != b), None
+                )
+                common = min(len(text), len(original_text)) if common is None else common
+                print(f"  they agree on their first {common} of {len(text)} (ours) and {len(original_text)} "
+                      f"(original) characters; then ours: {text[common:common + 40]!r}, original: "
+                      f"{original_text[common:common + 40]!r}")  # fmt: skip
             senders["original"] = (original_payload(), plain_sender(tokens))
         for name, (payload, send) in senders.items():
             load(servers[name].url, 1, 2.0, payload, send)  # warm-up
