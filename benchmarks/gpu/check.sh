@@ -4,13 +4,13 @@
 #   bash benchmarks/gpu/check.sh [--dry-run] [--out DIR] [--budget SECONDS] [--steps "parity lora ..."] [--keep-work]
 #
 # On the device machine (one call; carry the folder wheels.sh fills):
-#   run(command="bash benchmarks/gpu/check.sh", carry=["benchmarks/gpu/wheels"], timeout_s=540)
+#   run(command="bash benchmarks/gpu/check.sh", carry=["benchmarks/gpu/wheels"], timeout_s=600)
 #
 # 1. installs the carried wheels (benchmarks/gpu/wheels/*.whl) into a temporary site folder, ahead of the machine's
 #    packages (skipped when there are none, and in a dry run), and the carried vocabulary into a temporary cache;
 # 2. runs each step of check.py in its own process under its own time limit (`timeout`), so that one failure or
 #    hang does not eat the call: setup (versions, device, the random checkpoints), parity, lora, qlora, lora-base,
-#    cli, generate. A step that ends early leaves its unused seconds to the next ones; --budget (counted from the
+#    cli, generate, serve (`qwenvl-train serve` under 1 and 8 streaming clients). A step that ends early leaves its unused seconds to the next ones; --budget (counted from the
 #    start, the install included) caps them all;
 # 3. writes check.json, check.md and check.log under $OUT (the device tool's folder), else --out, else
 #    runs/gpu-check, and prints check.md.
@@ -47,18 +47,19 @@ DEST="${DEST:-$ROOT/runs/gpu-check}"
 mkdir -p "$DEST"
 DEST="$(cd "$DEST" && pwd)"
 
-# Seconds each step may take. Real: one H200, the full 9.66B shape; they add up to 495 s and --budget caps the
-# whole run at 510 s from the start, which leaves a 540 s device call 30 s for the report and slack. Dry: CPU,
+# Seconds each step may take. Real: one H200, the full 9.66B shape; they add up to 570 s and --budget caps the
+# whole run at 575 s from the start, which leaves a 600 s device call 25 s for the report and slack (the serve
+# step: loading the model into the server, a warm-up and two 12 s rows). Dry: CPU,
 # tiny model (generous: a shared two-core machine can be several times slower than a quiet one).
 declare -A LIMIT
 if [ "$DRY" = 1 ]; then
-    LIMIT=([setup]=60 [parity]=60 [lora]=90 [qlora]=60 [lora-base]=60 [cli]=120 [generate]=40)
-    BUDGET="${BUDGET:-420}"
+    LIMIT=([setup]=60 [parity]=60 [lora]=90 [qlora]=60 [lora-base]=60 [cli]=120 [generate]=40 [serve]=60)
+    BUDGET="${BUDGET:-480}"
 else
-    LIMIT=([setup]=65 [parity]=55 [lora]=115 [qlora]=70 [lora-base]=55 [cli]=100 [generate]=35)
-    BUDGET="${BUDGET:-510}"
+    LIMIT=([setup]=65 [parity]=55 [lora]=115 [qlora]=70 [lora-base]=55 [cli]=100 [generate]=35 [serve]=75)
+    BUDGET="${BUDGET:-575}"
 fi
-STEPS=(setup parity lora qlora lora-base cli generate)
+STEPS=(setup parity lora qlora lora-base cli generate serve)
 
 # The work folder holds the checkpoints (about 40 GB in a real run: the full model and its merged copy): memory
 # (/dev/shm) when it has room, else /tmp.

@@ -32,8 +32,9 @@ def __getattr__(name: str) -> Any:
 
 
 #: The steps, in the order check.sh runs them: setup (versions, device, the random checkpoints), then the issue's
-#: five points: parity; LoRA; Q-LoRA and LoRA on a base checkpoint; the product's own commands; generation.
-STEPS = ("setup", "parity", "lora", "qlora", "lora-base", "cli", "generate")
+#: five points: parity; LoRA; Q-LoRA and LoRA on a base checkpoint; the product's own commands; generation; and
+#: the server under load (issue #27).
+STEPS = ("setup", "parity", "lora", "qlora", "lora-base", "cli", "generate", "serve")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class Plan:
     gen_prompt_length: int
     gen_new_tokens: int
     gen_batches: tuple[int, ...]
+    serve_clients: tuple[int, ...]  # closed-loop clients of each serve row (the largest is --max-batch-size)
+    serve_new_tokens: int
+    serve_seconds: float  # per row
+    serve_warmup_seconds: float
     peak_rounds: int
     peak_seconds: float
     attentions: tuple[str, ...] = (
@@ -89,6 +94,10 @@ REAL = Plan(
     gen_prompt_length=384,
     gen_new_tokens=128,
     gen_batches=(1, 8),
+    serve_clients=(1, 8),
+    serve_new_tokens=64,
+    serve_seconds=12.0,
+    serve_warmup_seconds=3.0,
     peak_rounds=5,
     peak_seconds=0.3,
 )
@@ -114,6 +123,10 @@ DRY = Plan(
     gen_prompt_length=64,
     gen_new_tokens=4,
     gen_batches=(1, 8),
+    serve_clients=(1, 8),
+    serve_new_tokens=4,
+    serve_seconds=2.0,
+    serve_warmup_seconds=1.0,
     peak_rounds=1,
     peak_seconds=0.1,
     attentions=("eager", "sdpa", "flash_attention_2", "flash_attention_3"),
