@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -55,17 +56,20 @@ def free_port() -> int:
 
 
 class Server:
-    """``qwenvl-train serve`` in a child process, stopped with SIGINT (then killed) on exit."""
+    """``qwenvl-train serve`` in a child process (``extra``: more of its options), stopped with SIGINT (then
+    killed) on exit."""
 
-    def __init__(self, model: Path, batch_size: int) -> None:
+    def __init__(
+        self, model: Path, batch_size: int, extra: tuple[str, ...] = (), start_timeout: float = 120
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", "2")
         args = [sys.executable, "-m", "qwenvl_train", "serve", "--model", str(model), "--name", "demo",
-                "--port", str(self.port), "--max-batch-size", str(batch_size)]  # fmt: skip
+                "--port", str(self.port), "--max-batch-size", str(batch_size), *extra]  # fmt: skip
         self.process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server ended: {self.process.stderr.read().decode()[-2000:]}")
@@ -74,7 +78,8 @@ class Server:
                     return
             except httpx.HTTPError:
                 time.sleep(0.2)
-        raise RuntimeError("the server did not start in 120 s")
+        self.stop()
+        raise RuntimeError(f"the server did not start in {start_timeout:g} s")
 
     def rss_mib(self) -> float:
         with open(f"/proc/{self.process.pid}/status") as fh:
@@ -128,8 +133,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] if ordered else float("nan")
 
 
-def load(url: str, clients: int, duration: float, payload: dict) -> dict:
-    """``clients`` closed-loop clients for ``duration`` seconds."""
+def load(
+    url: str, clients: int, duration: float, payload: dict, send: Callable[..., dict] | None = None
+) -> dict:
+    """``clients`` closed-loop clients for ``duration`` seconds, each request sent by ``send`` (default: a
+    streamed one, :func:`one_request`; ``serve_vs_original.py`` passes a plain one for a server that cannot
+    stream): a dict with ``status`` and, when 200, ``ttft``, ``latency`` and ``tokens``."""
+    send = send or one_request
     results: list[dict] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + duration
@@ -137,7 +147,7 @@ def load(url: str, clients: int, duration: float, payload: dict) -> dict:
     def client_loop() -> None:
         with httpx.Client(timeout=300) as client:
             while time.monotonic() < stop_at:
-                result = one_request(client, url, payload)
+                result = send(client, url, payload)
                 with lock:
                     results.append(result)
 

@@ -80,6 +80,62 @@ def test_serve_load_prints_its_table() -> None:
     assert all(int(row[2]) > 0 and float(row[3]) > 0 for row in rows)
 
 
+def failed_run(script: str, *args: str) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of a benchmark script expected to stop early (a few seconds)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(BENCHMARKS.parent / "src"), env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_serve_vs_original_names_what_it_lacks_in_one_line(tmp_path: Path) -> None:
+    code, out, err = failed_run("serve_vs_original.py")
+    assert (code, out) == (1, "")
+    assert err == (
+        "serve_vs_original: --remote-code DIR is required: a folder with configuration_qwen.py, modeling_qwen.py, "
+        "qwen_generation_utils.py, tokenization_qwen.py, visual.py of the Qwen/Qwen-VL-Chat model repository "
+        "(or run --ours-only)\n"
+    )
+    code, _, err = failed_run("serve_vs_original.py", "--remote-code", str(tmp_path / "nowhere"))
+    assert (code, err) == (1, f"serve_vs_original: --remote-code {tmp_path / 'nowhere'}: not a folder\n")
+
+    for name in ("modeling_qwen.py", "visual.py"):
+        (tmp_path / name).write_text("# stand-in\n")
+    code, _, err = failed_run("serve_vs_original.py", "--remote-code", str(tmp_path))
+    assert (code, err) == (
+        1,
+        f"serve_vs_original: --remote-code {tmp_path}: missing configuration_qwen.py, qwen_generation_utils.py, "
+        "tokenization_qwen.py (the Qwen/Qwen-VL-Chat remote code)\n",
+    )
+
+    for name in ("configuration_qwen.py", "qwen_generation_utils.py", "tokenization_qwen.py"):
+        (tmp_path / name).write_text("# stand-in\n")
+    code, _, err = failed_run("serve_vs_original.py", "--remote-code", str(tmp_path))
+    assert (code, err) == (
+        1,
+        f"serve_vs_original: --openai-api {tmp_path / 'openai_api.py'}: no such file (openai_api.py of the "
+        "QwenLM/Qwen-VL repository)\n",
+    )
+
+
+def test_serve_vs_original_ours_only_prints_our_rows() -> None:
+    out = run(
+        "serve_vs_original.py", "--ours-only", "--clients", "1", "2", "--duration", "1", "--max-tokens", "3"
+    )
+    header, rows = table_rows(out, "req/s")
+    for column in ("server", "clients", "req/s", "tok/s", "ttft", "lat"):
+        assert column in header
+    assert [row[:2] for row in rows] == [["ours", "1"], ["ours", "2"]]
+    assert all(int(row[2]) > 0 and float(row[4]) > 0 for row in rows)
+    assert "original" not in out and "goal" not in out  # nothing to compare with
+
+
 def test_hard_inputs_prints_the_peak_memory_of_check_data_per_input() -> None:
     out = run("hard_inputs.py", "--csv-mb", "2", "--record-mb", "1")
     header, rows = table_rows(out, "peak MiB")

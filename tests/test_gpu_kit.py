@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ["setup", "parity", "lora", "qlora", "lora-base", "cli", "generate", "eval"]
+STEPS = ["setup", "parity", "lora", "qlora", "lora-base", "cli", "generate", "eval", "serve"]
 
 
-@pytest.mark.slow  # ten processes, about 1.5 min on two quiet cores: CI runs it, make test-fast does not
+@pytest.mark.slow  # twelve processes, about 2.5 min on two quiet cores: CI runs it, make test-fast does not
 def test_check_sh_dry_run_runs_every_step_and_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="2")
@@ -65,10 +65,16 @@ def test_check_sh_dry_run_runs_every_step_and_writes_the_report(tmp_path: Path) 
     assert [(r["batch"], r["questions"]) for r in steps["eval"]["rows"]] == [(1, 8), (8, 8)]
     assert all(r["questions_s"] > 0 for r in steps["eval"]["rows"])
     assert steps["eval"]["rows"][1]["same_as_first"] == 8  # fp32 on the CPU: batch 8 answers as batch 1
+    serve = steps["serve"]["rows"]
+    assert [(r["clients"], r["errors"]) for r in serve] == [(1, 0), (8, 0)]
+    assert all(
+        r["requests"] > 0 and r["tokens_s"] > 0 and 0 < r["ttft_p50_s"] <= r["latency_p50_s"] for r in serve
+    )
+    assert steps["serve"]["settings"]["new_tokens"] == 4
     assert [goal["ours"] for goal in report["goals"]] == ["n/a (dry run)"] * 3
 
     table = (out / "check.md").read_text()
-    assert "Dry run" in table and "| step | status |" in table
+    assert "Dry run" in table and "| step | status |" in table and "## 7. Serving" in table
     assert "23.3 GB / 2.2 s/it at 384" in table and "<= 0.35 s/it" in table
     assert "## 6. Benchmark generation (`eval --benchmark textvqa_val`" in table
     assert not list(tmp_path.glob("gpukit.*")), "the work folder is removed"

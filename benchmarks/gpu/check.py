@@ -5,7 +5,7 @@ report that gathers them:
     python benchmarks/gpu/check.py report --work DIR --out DIR [--dry-run]
 
 Steps: ``setup`` (versions, device, what is installed; then the random checkpoints the others use), ``parity``, ``lora``, ``qlora``, ``lora-base``, ``cli``, ``generate``,
-``eval``. Each writes ``DIR/parts/STEP.json`` after
+``eval``, ``serve``. Each writes ``DIR/parts/STEP.json`` after
 every measurement; ``report`` turns the parts and ``DIR/status.tsv`` (each step's exit status and seconds, written
 by check.sh) into ``check.json`` and ``check.md``.
 """
@@ -110,7 +110,7 @@ def run_setup(part: Part, work: Path, plan_: Plan) -> None:
     part["cli_help_seconds"] = elapsed(start)
     part["serve_command"] = " serve " in commands or "\n    serve" in commands
     if not part["serve_command"]:
-        part.note("no serve command in this version: the server's throughput is not measured")
+        part.note("no serve command in this version: the serve step will fail")
     for line in plan_.notes:
         part.note(line)
     write_models(part, work, plan_)
@@ -192,6 +192,7 @@ RUNNERS = {
     "cli": "kit_cli:run",
     "generate": "kit_generate:run",
     "eval": "kit_eval:run",
+    "serve": "kit_serve:run",
 }
 
 

@@ -33,8 +33,8 @@ def __getattr__(name: str) -> Any:
 
 #: The steps, in the order check.sh runs them: setup (versions, device, the random checkpoints), then the issue's
 #: five points: parity; LoRA; Q-LoRA and LoRA on a base checkpoint; the product's own commands; generation; then
-#: benchmark generation (``eval --benchmark``, issue #26).
-STEPS = ("setup", "parity", "lora", "qlora", "lora-base", "cli", "generate", "eval")
+#: benchmark generation (``eval --benchmark``, issue #26) and the server under load (issue #27).
+STEPS = ("setup", "parity", "lora", "qlora", "lora-base", "cli", "generate", "eval", "serve")
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,10 @@ class Plan:
     gen_batches: tuple[int, ...]
     eval_questions: int  # generated textvqa_val questions of the eval step
     eval_batches: tuple[int, ...]
+    serve_clients: tuple[int, ...]  # closed-loop clients of each serve row (the largest is --max-batch-size)
+    serve_new_tokens: int
+    serve_seconds: float  # per row
+    serve_warmup_seconds: float
     peak_rounds: int
     peak_seconds: float
     attentions: tuple[str, ...] = (
@@ -94,6 +98,10 @@ REAL = Plan(
     gen_batches=(1, 8),
     eval_questions=32,
     eval_batches=(1, 8),
+    serve_clients=(1, 8),
+    serve_new_tokens=64,
+    serve_seconds=12.0,
+    serve_warmup_seconds=3.0,
     peak_rounds=5,
     peak_seconds=0.3,
 )
@@ -121,6 +129,10 @@ DRY = Plan(
     gen_batches=(1, 8),
     eval_questions=8,
     eval_batches=(1, 8),
+    serve_clients=(1, 8),
+    serve_new_tokens=4,
+    serve_seconds=2.0,
+    serve_warmup_seconds=1.0,
     peak_rounds=1,
     peak_seconds=0.1,
     attentions=("eager", "sdpa", "flash_attention_2", "flash_attention_3"),

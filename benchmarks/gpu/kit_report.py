@@ -302,6 +302,23 @@ def markdown(report: dict[str, Any]) -> str:
             for r in ev.get("rows", [])
         ],
     )
+    serve = steps["serve"]
+    settings = serve.get("settings", {})
+    lines += [
+        f"## 7. Serving (`qwenvl-train serve`, {settings.get('model', '?')} model, "
+        f"{settings.get('dtype', '?')}, streamed, greedy, {settings.get('new_tokens', '?')} new tokens, "
+        f"one picture per request, picture cache off; server start {serve.get('start_seconds', '?')} s)",
+        "",
+    ]
+    lines += table(
+        ["clients", "requests", "errors", "requests/s", "tokens/s", "TTFT p50 s", "TTFT p99 s", "latency p50 s",
+         "latency p99 s"],
+        [
+            [r["clients"], r["requests"], r["errors"], r["requests_s"], r["tokens_s"], r["ttft_p50_s"],
+             r["ttft_p99_s"], r["latency_p50_s"], r["latency_p99_s"]]
+            for r in serve.get("rows", [])
+        ],
+    )  # fmt: skip
     if steps["setup"].get("serve_command") is False:
         lines += ["The server's throughput: no serve command in this version.", ""]
     return "\n".join(lines)
