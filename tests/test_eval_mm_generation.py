@@ -165,6 +165,9 @@ def test_choose_takes_the_first_of_equal_losses() -> None:
 def test_mme_asks_as_model_chat_with_top_p_001(tok, model, tmp_path: Path, monkeypatch) -> None:
     from inference_fixtures import write_image
 
+    # A random model rarely stops: 6 new tokens instead of generation_config.json's 512 keep each sampled answer
+    # (top-p over 151,936 logits per step) short; both paths read the same config.
+    monkeypatch.setattr(model.generation_config, "max_new_tokens", 6)
     picture = write_image(tmp_path / "images" / "color" / "a.png")
     query = f"<img>{picture}</img>\nIs there a red square? Please answer yes or no."
     pixels = load_pixels([str(picture)], model.config.image_size)
