@@ -91,7 +91,7 @@ def test_a_regular_file_is_replaced_atomically_and_a_failed_write_keeps_it(tmp_p
 def test_a_full_disk_while_committing_is_one_line_and_keeps_the_old_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from qwenvl_train.training.disk_full import is_disk_full
+    from qwenvl_train.disk_full import is_disk_full
 
     target = tmp_path / "out.json"
     target.write_text("old\n")

@@ -21,7 +21,7 @@ from train_fixtures import cpu_args, write_dataset
 FILL_A_TMPFS = """
 import sys, torch
 from safetensors.torch import save_file
-from qwenvl_train.training.disk_full import is_disk_full
+from qwenvl_train.disk_full import is_disk_full
 try:
     save_file({"w": torch.zeros(256, 1024)}, sys.argv[1] + "/w.safetensors")
 except Exception as exc:
