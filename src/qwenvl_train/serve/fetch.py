@@ -2,7 +2,7 @@
 
 An ``image_url`` part names its picture one of three ways:
 
-- a ``data:image/...;base64,`` URL: decoded here;
+- a ``data:image/...;base64,`` URL: decoded by ``data.data_url``;
 - an ``http(s)://`` URL: fetched by :func:`fetch_url` under the SSRF rules. Every address the host resolves to
   must be public (not loopback, private, link-local, shared, reserved, multicast...) unless
   ``allow_private_urls``; the connection goes to the address that was checked (no second lookup to rebind),
@@ -19,8 +19,6 @@ a local file by ``load_image``) and turned into the model's input by the model's
 
 from __future__ import annotations
 
-import base64
-import binascii
 import http.client
 import ipaddress
 import os
@@ -32,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.data_url import DataURLError, data_url_bytes
 from ..data.errors import ImageError
 from ..data.images import DEFAULT_MAX_DOWNLOAD_BYTES, Deadline, decode_image, load_image
 from ..data.options import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT
@@ -263,25 +262,15 @@ def _read(response: http.client.HTTPResponse, url: str, policy: ImagePolicy, par
 
 
 def decode_data_url(url: str, policy: ImagePolicy, param: str) -> bytes:
-    """The bytes of a ``data:image/...;base64,`` URL.
+    """The bytes of a ``data:image/...;base64,`` URL (:func:`~qwenvl_train.data.data_url.data_url_bytes`).
 
     Raises:
         APIError: not an image media type, not base64, invalid base64, or over the size limit.
     """
-    header, comma, data = url.partition(",")
-    if not comma or not header.endswith(";base64"):
-        raise _refuse(param, "a data URL must be 'data:image/<type>;base64,<data>'", "invalid_url")
-    media = header[len("data:") : -len(";base64")].split(";")[0].strip().lower()
-    if not media.startswith("image/"):
-        raise _refuse(
-            param, f"the data URL holds {media or 'no media type'!r}, not an image", "invalid_image"
-        )
-    if len(data) > policy.max_bytes * 4 // 3 + 4:
-        raise _refuse(param, f"the image is larger than {policy.max_bytes} bytes", "image_too_large")
     try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise _refuse(param, "the data URL is not valid base64", "invalid_base64") from None
+        return data_url_bytes(url, policy.max_bytes)
+    except DataURLError as exc:
+        raise _refuse(param, str(exc), exc.code) from None
 
 
 def local_path(ref: str, policy: ImagePolicy, param: str) -> Path:

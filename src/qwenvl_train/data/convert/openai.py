@@ -27,14 +27,13 @@ sample).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ...format.markup import image_markup
+from ..data_url import DataURLError, data_url_bytes
 from .common import (
     Conversion,
     ConvertError,
@@ -73,31 +72,15 @@ def setup(options: dict[str, Any], sources: list[Path]) -> list[Path]:
     return sources
 
 
-def data_url_bytes(url: str, where: str) -> bytes:
-    """The bytes of a ``data:image/<type>;base64,<data>`` URL.
-
-    Raises:
-        RecordError: not an image media type, not base64, or invalid base64.
-    """
-    header, comma, data = url.partition(",")
-    if not comma or not header.lower().endswith(";base64"):
-        raise RecordError(f"{where}: a data URL must be 'data:image/<type>;base64,<data>'", "bad image")
-    media = header[len("data:") : -len(";base64")].split(";")[0].strip().lower()
-    if not media.startswith("image/"):
-        raise RecordError(
-            f"{where}: the data URL holds {media or 'no media type'!r}, not an image", "bad image"
-        )
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise RecordError(f"{where}: the data URL is not valid base64", "bad image") from None
-
-
 def picture_path(url: str, job: Conversion, where: str) -> str:
     """The path (or URL) to write for the picture ``url`` names (see the module docstring)."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "data":
-        return job.image_bytes(data_url_bytes(url, where))[0]
+        try:
+            data = data_url_bytes(url)
+        except DataURLError as exc:
+            raise RecordError(f"{where}: {exc}", "bad image") from None
+        return job.image_bytes(data)[0]
     if scheme in ("http", "https"):
         if not job.options.get("download"):
             return url
