@@ -17,7 +17,7 @@ $(STAMP): requirements.lock setup.cfg pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	OMP_NUM_THREADS=2 $(PY) -m pytest -q $(PYTEST_ARGS)
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 # The suite without the multi-process (torchrun) tests marked slow: for development; CI runs `make test`.
 test-fast: $(STAMP)

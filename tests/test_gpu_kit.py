@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ["setup", "parity", "lora", "qlora", "lora-base", "cli", "generate", "eval", "serve"]
+STEPS = ["setup", "parity", "lora", "qlora", "lora-base", "cli", "generate", "eval", "serve", "hires"]
 
 
 @pytest.mark.slow  # twelve processes, about 2.5 min on two quiet cores: CI runs it, make test-fast does not
@@ -72,9 +72,22 @@ def test_check_sh_dry_run_runs_every_step_and_writes_the_report(tmp_path: Path) 
     )
     assert steps["serve"]["settings"]["new_tokens"] == 4
     assert [goal["ours"] for goal in report["goals"]] == ["n/a (dry run)"] * 3
+    hires = steps["hires"]
+    assert [(r["targets"], r["image_size"], r["patches"]) for r in hires["rows"]] == [
+        (targets, size, (size // 14) ** 2)
+        for targets in ("llm", "llm resampler vit")
+        for size in (56, 84, 112)
+    ]
+    assert all(r["s_it"] > 0 and r["mfu"] > 0 for r in hires["rows"])
+    # the part names expanded by the product's add_lora: the resampler and ViT adapters add trainable parameters
+    assert hires["model"]["trainable llm resampler vit"] > hires["model"]["trainable llm"] > 0
 
     table = (out / "check.md").read_text()
     assert "Dry run" in table and "| step | status |" in table and "## 7. Serving" in table
     assert "23.3 GB / 2.2 s/it at 384" in table and "<= 0.35 s/it" in table
     assert "## 6. Benchmark generation (`eval --benchmark textvqa_val`" in table
+    assert (
+        "## 8. Higher resolution (`train --image_size N`" in table
+        and "| llm resampler vit | 112 | 64 |" in table
+    )
     assert not list(tmp_path.glob("gpukit.*")), "the work folder is removed"

@@ -5,7 +5,7 @@ report that gathers them:
     python benchmarks/gpu/check.py report --work DIR --out DIR [--dry-run]
 
 Steps: ``setup`` (versions, device, what is installed; then the random checkpoints the others use), ``parity``, ``lora``, ``qlora``, ``lora-base``, ``cli``, ``generate``,
-``eval``, ``serve``. Each writes ``DIR/parts/STEP.json`` after
+``eval``, ``serve``, ``hires``. Each writes ``DIR/parts/STEP.json`` after
 every measurement; ``report`` turns the parts and ``DIR/status.tsv`` (each step's exit status and seconds, written
 by check.sh) into ``check.json`` and ``check.md``.
 """
@@ -193,6 +193,7 @@ RUNNERS = {
     "generate": "kit_generate:run",
     "eval": "kit_eval:run",
     "serve": "kit_serve:run",
+    "hires": "kit_hires:run",
 }
 
 

@@ -33,8 +33,9 @@ def __getattr__(name: str) -> Any:
 
 #: The steps, in the order check.sh runs them: setup (versions, device, the random checkpoints), then the issue's
 #: five points: parity; LoRA; Q-LoRA and LoRA on a base checkpoint; the product's own commands; generation; then
-#: benchmark generation (``eval --benchmark``, issue #26) and the server under load (issue #27).
-STEPS = ("setup", "parity", "lora", "qlora", "lora-base", "cli", "generate", "eval", "serve")
+#: benchmark generation (``eval --benchmark``, issue #26), the server under load (issue #27) and LoRA at higher
+#: resolutions (``hires``, issue #28: a real run's second call, ``check.sh --steps hires``; the dry run runs all).
+STEPS = ("setup", "parity", "lora", "qlora", "lora-base", "cli", "generate", "eval", "serve", "hires")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class Plan:
     serve_new_tokens: int
     serve_seconds: float  # per row
     serve_warmup_seconds: float
+    hires_sizes: tuple[int, ...]  # --image_size of the hires rows
+    hires_length: int
+    hires_targets: tuple[tuple[str, ...], ...]  # --lora_target of the hires rows
     peak_rounds: int
     peak_seconds: float
     attentions: tuple[str, ...] = (
@@ -102,6 +106,9 @@ REAL = Plan(
     serve_new_tokens=64,
     serve_seconds=12.0,
     serve_warmup_seconds=3.0,
+    hires_sizes=(448, 672, 896),
+    hires_length=384,
+    hires_targets=(("llm",), ("llm", "resampler", "vit")),
     peak_rounds=5,
     peak_seconds=0.3,
 )
@@ -133,6 +140,9 @@ DRY = Plan(
     serve_new_tokens=4,
     serve_seconds=2.0,
     serve_warmup_seconds=1.0,
+    hires_sizes=(56, 84, 112),
+    hires_length=64,
+    hires_targets=(("llm",), ("llm", "resampler", "vit")),
     peak_rounds=1,
     peak_seconds=0.1,
     attentions=("eager", "sdpa", "flash_attention_2", "flash_attention_3"),

@@ -85,7 +85,11 @@ def measure(
     plan: Plan,
     peak: float,
     extra: dict,
+    vit_trains: bool = False,
 ) -> dict:
+    """One row: ``mode`` on ``path`` at ``length`` tokens, one picture per sample at ``config``'s image size. The
+    FLOPs count the tower's forward where it runs (every path but the cached one: ``path != "optimized"``), and
+    its input gradients too when ``vit_trains`` (adapters inside the ViT)."""
     dev = train_step.device()
     samples = train_step.synthetic_samples(config, length, plan.accum)
     runner = train_step.Runner(model, loss_fn, samples, plan.accum, dev)
@@ -106,9 +110,13 @@ def measure(
     seconds = statistics.median(times)
     tokens = length * plan.accum
     labelled = sum(int((s["labels"][:, 1:] != -100).sum()) for s in samples)
+    head_trains = mode == "lora-base"
     flops = train_step.model_flops(
-        config, tokens, labelled, plan.accum, head_trains=mode == "lora-base", tower=path == "eager"
+        config, tokens, labelled, plan.accum, head_trains, tower=path != "optimized"
     )
+    if vit_trains:  # the backward through the tower (input gradients): 2 x its forward more
+        tower = flops - train_step.model_flops(config, tokens, labelled, plan.accum, head_trains, tower=False)
+        flops += 2 * tower
     original = ORIGINAL.get((mode, length))
     row = part.row(
         mode=mode,
