@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -184,6 +184,23 @@ def _seed(bench: Benchmark, line: _Line, image_root: Path | None) -> Question:
     return Question(qid, line.number, line.source, prompt, images, SEED_LETTERS)
 
 
+def _gather(
+    builders: Iterable[Callable[[int], Question]], on_error: OnError
+) -> tuple[list[Question], list[str]]:
+    """Call each builder with the number of questions kept so far; keep what it returns. A ``QuestionError``
+    stops everything, or with ``on_error="skip"`` becomes one line of the skipped list."""
+    questions: list[Question] = []
+    skipped: list[str] = []
+    for build in builders:
+        try:
+            questions.append(build(len(questions)))
+        except QuestionError as exc:
+            if on_error != "skip":
+                raise
+            skipped.append(str(exc))
+    return questions, skipped
+
+
 def _read_lines(
     bench: Benchmark,
     data: Path,
@@ -191,18 +208,23 @@ def _read_lines(
     on_error: OnError,
     read: Callable[[Benchmark, _Line, Path | None], Question],
 ) -> tuple[list[Question], list[str]]:
-    questions: list[Question] = []
-    skipped: list[str] = []
-    for line in _lines(data):
-        try:
-            question = read(bench, line, image_root)
-        except QuestionError as exc:
-            if on_error != "skip":
-                raise
-            skipped.append(str(exc))
-            continue
-        questions.append(question)
-    return questions, skipped
+    return _gather(((lambda _, line=line: read(bench, line, image_root)) for line in _lines(data)), on_error)
+
+
+def _caption(data: Path, i: int, entry: Any, bench: Benchmark, image_root: Path | None) -> Question:
+    """The question of ``images[i]`` of a COCO-style caption JSON."""
+    if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("image"), str):
+        raise QuestionError(f"{data}: images[{i}]: needs 'id' and 'image', got {entry!r}")
+    try:
+        image_id = int(entry["id"])  # the original writes int(image_id)
+    except (TypeError, ValueError):
+        raise QuestionError(f"{data}: images[{i}]: 'id' must be an integer, got {entry['id']!r}") from None
+    try:
+        path = _image(_Line(data, i, ""), entry["image"], image_root)
+    except QuestionError as exc:
+        raise QuestionError(f"{data}: images[{i}]: {str(exc).split(': ', 1)[1]}") from None
+    prompt = bench.prompt.format(entry["image"])
+    return Question(image_id, i, f"{data}: images[{i}]", prompt, [path])
 
 
 def _captions(
@@ -214,59 +236,40 @@ def _captions(
         raise QuestionError(f"{data}: not a COCO-style caption JSON with an 'images' list ({exc})") from None
     if not isinstance(images, list):
         raise QuestionError(f"{data}: 'images' must be a list")
-    questions: list[Question] = []
-    skipped: list[str] = []
-    for i, entry in enumerate(images):
-        where = _Line(data, i, "")
-        try:
-            if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("image"), str):
-                raise QuestionError(f"{data}: images[{i}]: needs 'id' and 'image', got {entry!r}")
-            try:
-                image_id = int(entry["id"])  # the original writes int(image_id)
-            except (TypeError, ValueError):
-                raise QuestionError(
-                    f"{data}: images[{i}]: 'id' must be an integer, got {entry['id']!r}"
-                ) from None
-            try:
-                path = _image(where, entry["image"], image_root)
-            except QuestionError as exc:
-                raise QuestionError(f"{data}: images[{i}]: {str(exc).split(': ', 1)[1]}") from None
-        except QuestionError as exc:
-            if on_error != "skip":
-                raise
-            skipped.append(str(exc))
-            continue
-        prompt = bench.prompt.format(entry["image"])
-        questions.append(Question(image_id, i, f"{data}: images[{i}]", prompt, [path]))
-    return questions, skipped
+    return _gather(
+        (
+            (lambda _, i=i, entry=entry: _caption(data, i, entry, bench, image_root))
+            for i, entry in enumerate(images)
+        ),
+        on_error,
+    )
+
+
+def _mme_question(task: str, line: _Line, index: int, bench: Benchmark, image_root: Path | None) -> Question:
+    """The question of one line of an MME task file: ``image<TAB>question<TAB>answer``."""
+    parts = line.text.strip().split("\t")
+    if len(parts) != 3:
+        raise line.error(f"expected image<TAB>question<TAB>answer, got {len(parts)} field(s)")
+    image, question, answer = parts
+    ref = os.path.join("images", task, image)  # as mme/eval.py builds it
+    query = bench.prompt.format(ref, question)
+    fields = {"task": task, "image": image, "question": question, "gt_answer": answer}
+    return Question(
+        f"{task}/{line.number}", index, line.source, query, [_image(line, ref, image_root)], fields=fields
+    )
 
 
 def _mme(
     bench: Benchmark, data: Path, image_root: Path | None, on_error: OnError
 ) -> tuple[list[Question], list[str]]:
-    questions: list[Question] = []
-    skipped: list[str] = []
-    for task, path in mme_task_files(data):
-        for line in _lines(path):
-            try:
-                parts = line.text.strip().split("\t")
-                if len(parts) != 3:
-                    raise line.error(f"expected image<TAB>question<TAB>answer, got {len(parts)} field(s)")
-                image, question, answer = parts
-                ref = os.path.join("images", task, image)  # as mme/eval.py builds it
-                query = bench.prompt.format(ref, question)
-                fields = {"task": task, "image": image, "question": question, "gt_answer": answer}
-                qid = f"{task}/{line.number}"
-                question_ = Question(
-                    qid, len(questions), line.source, query, [_image(line, ref, image_root)], fields=fields
-                )
-            except QuestionError as exc:
-                if on_error != "skip":
-                    raise
-                skipped.append(str(exc))
-                continue
-            questions.append(question_)
-    return questions, skipped
+    return _gather(
+        (
+            (lambda index, task=task, line=line: _mme_question(task, line, index, bench, image_root))
+            for task, path in mme_task_files(data)
+            for line in _lines(path)
+        ),
+        on_error,
+    )
 
 
 def read_questions(
