@@ -95,18 +95,14 @@ def test_openai_vision_file_converts_and_checks(tmp_path, capsys, tiny_model_dir
 
 @pytest.mark.slow
 def test_real_files_train_two_steps(tmp_path, capsys, tiny_model_dir) -> None:
-    from qwenvl_train.training import train
-    from train_fixtures import cpu_args, logged_losses
+    from train_fixtures import logged_losses, train_lora_two_steps
 
     outputs = [
         converted(tmp_path, capsys, "mllm", "--from", "sharegpt", "--dataset-info", LF / "data" / "dataset_info.json"),
         converted(tmp_path, capsys, "v1", "--from", "sharegpt", LF / "data" / "v1_multimodal_demo.jsonl", "--image-root", LF),
         converted(tmp_path, capsys, "openai", "--from", "openai", DATA / "openai" / "vision_finetune.jsonl", "--images-out", tmp_path / "img"),
     ]  # fmt: skip
-    argv = cpu_args(tiny_model_dir, outputs[0], tmp_path / "run", "--tune", "lora", "--max_steps", "2")
-    at = argv.index("--data_path") + 1
-    argv[at : at + 1] = [str(o) for o in outputs]
-    trainer = train(argv)
+    trainer = train_lora_two_steps(tiny_model_dir, outputs, tmp_path / "run")
     losses = logged_losses(trainer)
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     assert trainer.train_dataset is not None and len(trainer.train_dataset) == 9

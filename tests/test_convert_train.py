@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from convert_fixtures import check_data, convert, picture, write_json, write_jsonl
-from train_fixtures import cpu_args, logged_losses
+from train_fixtures import logged_losses, train_lora_two_steps
 
 
 def sources(tmp_path):
@@ -71,8 +71,6 @@ def sources(tmp_path):
 
 @pytest.mark.slow
 def test_every_format_converts_checks_and_trains(tmp_path, capsys, tiny_model_dir) -> None:
-    from qwenvl_train.training import train
-
     outputs = []
     for fmt, args in sources(tmp_path).items():
         out = tmp_path / "out" / f"{fmt}.jsonl"
@@ -80,10 +78,7 @@ def test_every_format_converts_checks_and_trains(tmp_path, capsys, tiny_model_di
         assert code == 0, (fmt, stderr)
         outputs.append(out)
         assert "ok" in check_data(capsys, out, tiny_model_dir)
-    argv = cpu_args(tiny_model_dir, outputs[0], tmp_path / "run", "--tune", "lora", "--max_steps", "2")
-    at = argv.index("--data_path") + 1
-    argv[at : at + 1] = [str(o) for o in outputs]
-    trainer = train(argv)
+    trainer = train_lora_two_steps(tiny_model_dir, outputs, tmp_path / "run")
     losses = logged_losses(trainer)
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     assert trainer.train_dataset is not None and len(trainer.train_dataset) == 7

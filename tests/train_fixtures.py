@@ -69,6 +69,17 @@ def cpu_args(model_dir: Path, data: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def train_lora_two_steps(model_dir: Path, data: list[Path], out: Path):  # noqa: ANN201
+    """``train --tune lora --max_steps 2`` on the CPU over every file of ``data`` (one ``--data_path``); the
+    trainer it returns."""
+    from qwenvl_train.training import train
+
+    argv = cpu_args(model_dir, data[0], out, "--tune", "lora", "--max_steps", "2")
+    at = argv.index("--data_path") + 1
+    argv[at : at + 1] = [str(path) for path in data]
+    return train(argv)
+
+
 def one_line(err: str) -> str:
     """The single line a known error prints (no traceback); fails the test otherwise."""
     lines = err.splitlines()
