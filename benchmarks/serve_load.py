@@ -55,6 +55,39 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ServerEnded(RuntimeError):
+    """The server's process ended before it answered."""
+
+
+def wait_until_answering(process: subprocess.Popen, url: str, timeout: float, poll: float) -> None:
+    """Poll ``url`` (GET) until it answers 200.
+
+    Raises:
+        ServerEnded: ``process`` ended first.
+        TimeoutError: nothing answered within ``timeout`` seconds (the process is left running).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerEnded(f"status {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(poll)
+    raise TimeoutError(url)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGINT (the servers' clean stop), then a kill when it has not ended in 15 s."""
+    process.send_signal(2)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(15)
+
+
 class Server:
     """``qwenvl-train serve`` in a child process (``extra``: more of its options), stopped with SIGINT (then
     killed) on exit."""
@@ -69,17 +102,13 @@ class Server:
         args = [sys.executable, "-m", "qwenvl_train", "serve", "--model", str(model), "--name", "demo",
                 "--port", str(self.port), "--max-batch-size", str(batch_size), *extra]  # fmt: skip
         self.process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + start_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server ended: {self.process.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the server did not start in {start_timeout:g} s")
+        try:
+            wait_until_answering(self.process, f"{self.url}/health", start_timeout, poll=0.2)
+        except ServerEnded:
+            raise RuntimeError(f"the server ended: {self.process.stderr.read().decode()[-2000:]}") from None
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"the server did not start in {start_timeout:g} s") from None
 
     def rss_mib(self) -> float:
         with open(f"/proc/{self.process.pid}/status") as fh:
@@ -87,12 +116,7 @@ class Server:
         return kib / 1024
 
     def stop(self) -> None:
-        self.process.send_signal(2)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(15)
+        stop_process(self.process)
 
 
 def body(picture: str, max_tokens: int) -> dict:

@@ -46,7 +46,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import Server, free_port, load  # noqa: E402
+from serve_load import Server, ServerEnded, free_port, load, stop_process, wait_until_answering  # noqa: E402
 
 REMOTE_CODE = (
     "configuration_qwen.py",
@@ -191,28 +191,19 @@ class OriginalServer:
         self.process = subprocess.Popen(
             args, env=env, cwd=scratch, stdout=subprocess.DEVNULL, stderr=self.log
         )
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.log.close()
-                lines = [line for line in Path(self.log.name).read_text().splitlines() if line.strip()]
-                last = lines[-1] if lines else "no output"
-                raise SetupError(f"openai_api.py ended with status {self.process.returncode}: {last}")
-            try:
-                if httpx.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        self.stop()
-        raise SetupError("openai_api.py did not answer in 300 s")
+        try:
+            wait_until_answering(self.process, f"{self.url}/v1/models", 300, poll=0.5)
+        except ServerEnded:
+            self.log.close()
+            lines = [line for line in Path(self.log.name).read_text().splitlines() if line.strip()]
+            last = lines[-1] if lines else "no output"
+            raise SetupError(f"openai_api.py ended with status {self.process.returncode}: {last}") from None
+        except TimeoutError:
+            self.stop()
+            raise SetupError("openai_api.py did not answer in 300 s") from None
 
     def stop(self) -> None:
-        self.process.send_signal(2)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(15)
+        stop_process(self.process)
         self.log.close()
 
 
