@@ -1,10 +1,10 @@
 """Does LoRA on the resampler and the ViT recover grounding at a higher resolution where LLM-only LoRA does not?
 
-    PYTHONPATH=src python benchmarks/hires_grounding.py --work /tmp/hires      # the run of BENCHMARKS.md (~1 h, 2 cores)
+    PYTHONPATH=src python benchmarks/hires_grounding.py --work /tmp/hires   # run 3 of BENCHMARKS.md (~30 min, 2 cores)
     PYTHONPATH=src python benchmarks/hires_grounding.py --base_steps 100 --base_train 400 --n_train 64 \
-        --n_heldout 16 --lora_steps 20 --batch 8 --placement free                # the first, too small, runs
+        --n_heldout 16 --lora_steps 20 --batch 8 --lora_r 8 --lora_lr 1e-3 --placement free   # the first runs
 
-Every step is the product's own command line, in a child process, as in ``make demo``:
+Every training and generation step is the product's own command line, in a child process, as in ``make demo``:
 
 1. the demo model (``make-tiny --preset demo``, 56 px) trained in full on the demo data (``demo-data``, recipe
    ``finetune/demo.yaml``) for ``--base_steps`` steps: the grounding model to adapt (kept in ``WORK/base``, and
@@ -14,11 +14,13 @@ Every step is the product's own command line, in a child process, as in ``make d
    4 px at 112 px; a cell is half a 14 px patch at 56 px and one patch at 112 px), or 6 to 12 px shapes anywhere
    (``free``);
 3. at 2 x the resolution (112 px) and at the original (56 px): held-out Acc@0.5 and mean IoU (``eval``) of the
-   model before fine-tuning, then after ``--lora_steps`` steps of LoRA (recipe ``finetune/demo-lora.yaml``,
-   ``--image_size N``) on ``llm``, ``llm resampler`` and ``llm resampler vit``, same steps and seed; beside them
-   how many answers held a box, the median distance between the predicted and the true centre (in the
-   [0, 1000) coordinates) and the share of boxes whose centre is within half a grid cell of the truth, and the
-   first and last training loss the run logged.
+   model before fine-tuning, then after ``--lora_steps`` steps of LoRA (recipe ``finetune/demo-lora.yaml`` with
+   ``--lora_r``, alpha 2 x r, ``--lora_lr``, ``--lora_schedule`` and ``--image_size N``) on ``llm``,
+   ``llm resampler`` and ``llm resampler vit``, same steps and seed; beside them how many answers held a box, the
+   median distance between the predicted and the true centre (in the [0, 1000) coordinates), the share of boxes
+   whose centre is within half a grid cell of the truth, the share of questions whose true cell the model ranks
+   first among the 64 candidate answers (:func:`cell_ranking`, in this process; grid placement only), and the
+   first training loss and the mean of the last ten the run logged.
 
 The table it prints (and ``WORK/results.json``) is what BENCHMARKS.md shows, whatever it shows.
 """
