@@ -4,6 +4,7 @@ the next run cleans up and saves completely."""
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,27 @@ def test_failure_during_the_final_save_leaves_nothing_that_looks_finished(
     assert saved.keys() == trained.keys() and saved
     for name, tensor in saved.items():
         torch.testing.assert_close(tensor, trained[name].detach())
+
+
+def test_saved_weights_have_the_permissions_of_any_new_file(tmp_path: Path) -> None:
+    """safetensors creates its files 0600; a checkpoint, the final adapter and a tiny model are readable as the
+    umask allows (here 027: 0640), so a colleague or a serving account can load them."""
+    from qwenvl_train.tiny import make_tiny
+
+    data = write_dataset(tmp_path / "data", n_samples=2)
+    previous = os.umask(0o027)
+    try:
+        model_dir = make_tiny(tmp_path / "tiny", seed=0)
+        out = tmp_path / "out"
+        train(
+            cpu_args(model_dir, data, out, "--tune", "lora", "--lora_r", "2", "--max_steps", "1")
+            + ["--save_strategy", "steps", "--save_steps", "1"]
+        )
+    finally:
+        os.umask(previous)
+    written = [
+        model_dir / "model.safetensors",
+        out / "checkpoint-1" / "adapter_model.safetensors",
+        out / "adapter_model.safetensors",
+    ]
+    assert [oct(path.stat().st_mode & 0o777) for path in written] == ["0o640"] * 3

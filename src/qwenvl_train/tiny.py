@@ -19,6 +19,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from .outputs import ordinary_mode
+
 #: config.json of the tiny model, in the original format (keys and auto_map as Qwen-VL-Chat ships them).
 TINY_CONFIG: dict[str, Any] = {
     "architectures": ["QWenLMHeadModel"],
@@ -179,6 +181,7 @@ def make_tiny(out_dir: str | Path, seed: int = 0, preset: str = "tiny", **overri
         str(out / "model.safetensors"),
         metadata={"format": "pt"},
     )
+    (out / "model.safetensors").chmod(ordinary_mode())  # safetensors creates it 0600
     _write_json(out / "config.json", config_dict)
     _write_json(out / "generation_config.json", GENERATION_CONFIG)
     _write_json(out / "tokenizer_config.json", TOKENIZER_CONFIG)

@@ -26,6 +26,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..errors import UserError
 from ..model.visual_config import write_adapter_visual
+from ..outputs import ordinary_mode
 
 if TYPE_CHECKING:
     from torch import nn
@@ -91,6 +92,9 @@ def write_model_files(model: nn.Module, output_dir: str | os.PathLike[str]) -> N
     would take the folder for a complete model; without it, both that and ``AutoPeftModelForCausalLM`` load the
     base named in ``adapter_config.json`` and apply the adapter. Its base's ``config.json`` may say another
     picture size than the run used, hence the record, which ``chat``/``eval``/``serve`` and ``merge`` apply.
+
+    The weight files get the permissions of any new file (``0666`` less the umask): ``safetensors`` creates them
+    ``0600``, which leaves a checkpoint or adapter unreadable to the colleague or the serving account it is for.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     generation_config = getattr(base, "generation_config", None)
@@ -100,6 +104,10 @@ def write_model_files(model: nn.Module, output_dir: str | os.PathLike[str]) -> N
     visual = getattr(getattr(base, "config", None), "visual", None)
     if hasattr(model, "peft_config") and isinstance(visual, dict):
         write_adapter_visual(out, visual)
+    mode = ordinary_mode()
+    for weights in out.glob("*.safetensors"):
+        if weights.is_file() and not weights.is_symlink():
+            weights.chmod(mode)
 
 
 def save_final(trainer: Any) -> Path:
