@@ -190,7 +190,7 @@ def test_refcoco_parquet_export_with_image_bytes(tmp_path, capsys, tiny_model_di
     args = ("--from", "refcoco", src, "--out", out, "--lang", "en", "--on-error", "skip")
     assert (
         convert(capsys, *args)[2]
-        == "error: this data carries image bytes: give --images-out DIR to write them to\n"
+        == f"error: {src}: sample '#0': this data carries image bytes: give --images-out DIR to write them to\n"
     )
     code, stdout, stderr = convert(capsys, *args, "--images-out", tmp_path / "img")
     assert code == 0, stderr

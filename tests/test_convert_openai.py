@@ -161,7 +161,7 @@ def test_data_urls_need_images_out_and_download_needs_it_too(tmp_path, capsys) -
     code, _, stderr = convert(capsys, "--from", "openai", src, "--out", tmp_path / "o.jsonl")
     assert (code, stderr) == (
         1,
-        "error: this data carries image bytes: give --images-out DIR to write them to\n",
+        f"error: {src}:1: sample '#0': this data carries image bytes: give --images-out DIR to write them to\n",
     )
     code, _, stderr = convert(capsys, "--from", "openai", src, "--out", tmp_path / "o.jsonl", "--download")
     assert (code, stderr) == (
@@ -226,6 +226,6 @@ def test_download_fetches_once_through_the_guarded_fetcher(tmp_path, capsys, mon
     assert (tmp_path / "img" / name).read_bytes() == _Pictures.body
     assert stderr == (
         f"skipped: {src}:3: sample 'private': cannot download: 'localhost' resolves to the non-public address "
-        "127.0.0.1: refused (start the server with --allow-private-urls to fetch from private networks)\n"
+        "127.0.0.1: refused (--download fetches from public addresses only: copy the picture and give its path)\n"
     )
     assert "skipped 1 (1 download failed)" in stdout and "wrote 1 new image(s)" in stdout

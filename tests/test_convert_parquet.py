@@ -69,7 +69,10 @@ def test_trl_layout_writes_each_image_once(tmp_path, capsys, tiny_model_dir) -> 
     out, images = tmp_path / "out" / "data.jsonl", tmp_path / "out" / "images"
 
     code, _, stderr = convert(capsys, "--from", "parquet", src, "--out", out)
-    assert stderr == "error: this data carries image bytes: give --images-out DIR to write them to\n"
+    assert (
+        stderr
+        == f"error: {src}: sample '#0': this data carries image bytes: give --images-out DIR to write them to\n"
+    )
     args = (
         "--from",
         "parquet",

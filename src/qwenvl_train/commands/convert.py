@@ -146,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``--download`` has no way to reach a private network (unlike ``serve --allow-private-urls``): what to do instead.
+PRIVATE_HINT = "--download fetches from public addresses only: copy the picture and give its path"
+
+
 def guarded_fetch(url: str) -> bytes:
     """The bytes at ``url``, fetched by ``serve``'s fetcher (every address public, each redirect checked, the
     loader's size limit, one deadline); its refusal becomes the record's one-line error."""
@@ -155,7 +159,7 @@ def guarded_fetch(url: str) -> bytes:
 
     param = "image_url"
     try:
-        return fetch_url(url, ImagePolicy(), param)
+        return fetch_url(url, ImagePolicy(private_hint=PRIVATE_HINT), param)
     except APIError as exc:
         raise RecordError(
             f"cannot download: {exc.message.removeprefix(repr(param) + ': ')}", "download failed"

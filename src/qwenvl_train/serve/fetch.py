@@ -49,6 +49,8 @@ class ImagePolicy:
     """What image URLs a server accepts, and the limits of one image."""
 
     allow_private_urls: bool = False
+    #: What a refusal of a non-public address tells the user to do (the caller's own option).
+    private_hint: str = "start the server with --allow-private-urls to fetch from private networks"
     local_dir: Path | None = None
     max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -142,8 +144,7 @@ def checked_address(url: str, policy: ImagePolicy, param: str) -> tuple[urllib.p
         if private:
             raise _refuse(
                 param,
-                f"{parts.hostname!r} resolves to the non-public address {private[0]}: refused (start the server "
-                "with --allow-private-urls to fetch from private networks)",
+                f"{parts.hostname!r} resolves to the non-public address {private[0]}: refused ({policy.private_hint})",
                 "forbidden_url",
             )
     return parts, addresses[0]

@@ -399,6 +399,9 @@ def run_conversion(
                     except RecordError as exc:
                         problem(job.source, str(exc), exc.kind, item.line, item.name)
                         continue
+                    except ConvertError as exc:  # stops the run whatever --on-error says: name the record
+                        where = DataProblem(str(job.source), str(exc), item.name, None, item.line)
+                        raise ConvertError(str(where)) from None
                     for s in samples:
                         fh.write(json.dumps(s, ensure_ascii=False, sort_keys=True) + "\n")
                     stats.written += len(samples)
