@@ -15,7 +15,7 @@ from qwenvl_train.data.collator import PackingCollator
 from qwenvl_train.model import register
 from qwenvl_train.training import train
 from qwenvl_train.training.arguments import parse_args
-from qwenvl_train.training.sampler import PackedBatchSampler, pack_in_order
+from qwenvl_train.training.sampler import PackedBatchSampler, pack_best_fit
 from qwenvl_train.training.summary import settings_line
 from train_fixtures import cpu_args, logged_losses, snapshot, write_dataset
 
@@ -52,7 +52,11 @@ def test_packed_row_ids_labels_positions_and_image_order() -> None:
 
 def test_pack_plan_respects_the_budget_and_uses_every_sample_once() -> None:
     lengths = [5, 3, 9, 2, 12, 4, 4, 1]
-    assert pack_in_order([0, 1, 2, 3, 4, 5, 6, 7], lengths, 10) == [[0, 1], [2], [3], [4], [5, 6, 7]]
+    # Longest first into the tightest room: 4 micro-batches of 12 (alone: over budget), 10, 9, 9 tokens, where
+    # cutting the order as it comes makes 5 ([0, 1], [2], [3], [4], [5, 6, 7]).
+    assert pack_best_fit(range(8), lengths, 10) == [[4], [2, 7], [0, 5], [1, 3, 6]]
+    # Windows of 4: the second window's 1-token sample still fills the first window's 1-token room.
+    assert pack_best_fit(range(8), lengths, 10, window=4) == [[2, 7], [0, 1, 3], [4], [5, 6]]
     sampler = PackedBatchSampler(lengths, budget=10, seed=3)
     epoch0 = list(sampler)
     assert len(sampler) == len(epoch0)
