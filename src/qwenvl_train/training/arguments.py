@@ -293,7 +293,8 @@ class TrainingArguments(transformers.TrainingArguments):
         default=False,
         metadata={
             "help": "Padding-free packing: concatenate shuffled samples into one row per micro-batch, up to "
-            "--packing_tokens tokens, each sample attending only to itself (positions restart at 0). Replaces "
+            "--packing_tokens tokens packed best fit (longest first into the tightest room), each sample "
+            "attending only to itself (positions restart at 0). Replaces "
             "length grouping and --per_device_train_batch_size for training batches; the loss of every sample "
             "is that of the unpacked run."
         },
