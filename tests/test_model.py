@@ -242,6 +242,24 @@ def test_past_key_values_is_an_alias_of_cache(model, image_ids, pixels) -> None:
     torch.testing.assert_close(via_alias[:, -1], full[:, -1], rtol=1e-5, atol=1e-5)
 
 
+def test_a_training_forward_keeps_no_cache_unless_asked(model, image_ids, pixels) -> None:
+    """As the original finetune.py's ``use_cache=False``: a forward in training mode with gradients builds no KV
+    cache (it would copy every layer's keys and values); inference, and an explicit ``use_cache=True``, do."""
+    labels = image_ids.clone()
+    model.train()
+    try:
+        trained = model(input_ids=image_ids, pixel_values=pixels, labels=labels)
+        asked = model(input_ids=image_ids, pixel_values=pixels, labels=labels, use_cache=True)
+        with torch.no_grad():
+            no_grad = model(input_ids=image_ids, pixel_values=pixels)
+    finally:
+        model.eval()
+    inferred = model(input_ids=image_ids, pixel_values=pixels)
+    assert trained.cache is None and trained.loss.requires_grad
+    assert [out.cache.get_seq_length() for out in (asked, no_grad, inferred)] == [image_ids.shape[1]] * 3
+    torch.testing.assert_close(trained.loss, asked.loss)  # the same numbers either way
+
+
 def test_sdpa_and_eager_agree(tiny_model_dir: Path, auto_model_cls, image_ids, pixels) -> None:
     eager = auto_model_cls.from_pretrained(tiny_model_dir, attn_implementation="eager").eval()
     sdpa = auto_model_cls.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()

@@ -444,7 +444,9 @@ class QwenVLModel(QwenVLPreTrainedModel):
         output_hidden_states = (
             config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
-        use_cache = config.use_cache if use_cache is None else use_cache
+        if use_cache is None:  # a training forward keeps no KV cache (the original's finetune.py sets
+            # use_cache=False): it would copy every layer's keys and values for nothing
+            use_cache = config.use_cache and not (self.training and torch.is_grad_enabled())
         return_dict = config.return_dict if return_dict is None else return_dict
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
