@@ -10,6 +10,7 @@ import io
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -385,7 +386,7 @@ def test_torchrun_scans_once_and_both_ranks_read_the_same_items(tiny_model_dir, 
     assert len(scanned) == 1 and len(read) == 1, output[-5000:]
     scanner = scanned[0].split("qwenvl-train: ")[1].split(" scanned")[0]
     assert scanner.startswith("rank ") and f"(scanned by {scanner} in " in read[0]
-    digests = [json.loads(line[len("ITEMS ") :]) for line in output.splitlines() if line.startswith("ITEMS ")]
+    digests = [json.loads(found) for found in re.findall(r"ITEMS (\{[^}]*\})", output)]
     assert sorted(d["rank"] for d in digests) == [0, 1]
     assert digests[0]["digest"] == digests[1]["digest"] and digests[0]["samples"] == 7
     expected = hashlib.sha256()

@@ -30,7 +30,10 @@ def main() -> None:
             json.dumps([item.id, item.input_ids.tolist(), item.labels.tolist(), item.images]).encode()
         )
     facts = {"rank": int(os.environ["RANK"]), "samples": len(train_set), "digest": digest.hexdigest()}
-    print("ITEMS " + json.dumps(facts), flush=True)
+    sys.stdout.flush()
+    # One write of the whole line: both ranks share the pipe, and a print's text and its newline can reach it as
+    # two writes, letting the other rank's line in between (seen in CI).
+    os.write(sys.stdout.fileno(), ("ITEMS " + json.dumps(facts) + "\n").encode())
     if dist.is_initialized():
         dist.destroy_process_group()
 
