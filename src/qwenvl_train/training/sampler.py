@@ -69,7 +69,7 @@ def pack_best_fit(
     room: list[tuple[int, int]] = []  # (tokens left, group number), ascending: best fit by bisection
     for start in range(0, len(order), window):
         chunk = order[start : start + window]
-        for index in sorted(chunk, key=lambda i: (-int(lengths[i]), rank[i])):
+        for index in sorted(chunk, key=lambda i: -int(lengths[i])):  # stable: ties stay in ``order``'s order
             n = int(lengths[index])
             at = bisect.bisect_left(room, (n, -1))
             if n <= budget and at < len(room):
